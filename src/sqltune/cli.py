@@ -1,0 +1,62 @@
+"""`sqltune <command> [CONFIG.yaml] [key=value ...]`: one command per step of the flow.
+
+Each command lives in its step's package and is imported only when called, so `sqltune data` does
+not pay for importing the training stack. A `SqltuneError` (bad input the user can fix) is printed
+on one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+from sqltune.errors import SqltuneError
+
+# command -> ("module:function", one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": (
+        "sqltune.data.command:main",
+        "build SFT records from a benchmark or database (`data synth`: synthesize pairs)",
+    ),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: sqltune <command> [CONFIG.yaml] [key=value ...] [--key value ...]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "`sqltune <command> --help` lists a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from sqltune import __version__
+
+        print(f"sqltune {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"sqltune: unknown command '{command}'{hint}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module, function = COMMANDS[command][0].split(":")
+    try:
+        return int(getattr(import_module(module), function)(rest) or 0)
+    except SqltuneError as err:
+        print(f"sqltune {command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sqltune {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""From raw benchmark files or a live database to prompt records: Example -> Schema -> prompt -> jsonl."""

@@ -1,0 +1,100 @@
+"""`sqltune data`: read a benchmark or database, write prompt records, register the dataset.
+
+sqltune data source=spider data_dir=../shared/data/spider split=train output_dir=data
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqltune.args import PromptArguments, SourceArguments
+from sqltune.config import format_help, parse_args
+from sqltune.data.records import build_records, length_stats, write_dataset
+from sqltune.data.sources import read_source
+
+GROUPS = (SourceArguments, PromptArguments)
+
+
+def length_function(tokenizer_name: str | None) -> tuple[Callable[[str], int], str]:
+    """Prompt length in tokens of the named tokenizer, or in characters when none is given."""
+    if not tokenizer_name:
+        return len, "characters"
+    from transformers import AutoTokenizer
+
+    from sqltune.models.embedded import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer_name))
+    return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), "tokens"
+
+
+def run_data(source: SourceArguments, prompt: PromptArguments) -> dict:
+    """Build and register one dataset; return the summary (also printed)."""
+    start = time.perf_counter()
+    data = read_source(source)
+    result = build_records(data, prompt, strict=source.strict)
+    name = source.dataset_name or f"{source.source}_{source.split}"
+    info = {
+        "source": source.source,
+        "split": source.split,
+        "prompt": dataclasses.asdict(prompt),
+        "tables": str(Path(data.tables_path).resolve()) if data.tables_path else None,
+        "db_dir": str(Path(data.db_dir).resolve()) if data.db_dir else None,
+    }
+    path = write_dataset(source.output_dir, name, result, info)
+    measure, unit = length_function(source.tokenizer)
+    lengths = [
+        measure(r["instruction"] + "".join(q + a for q, a in r["history"]) + r["input"])
+        for r in result.records
+    ]
+    summary = {
+        "dataset": name,
+        "file": str(path),
+        "read": data.read,
+        "written": len(result.records),
+        "skipped": dict(result.skipped),
+        "shortened": result.shortened,
+        "databases": len(result.schemas),
+        "length_unit": unit,
+        "prompt_length": length_stats(lengths),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    print_summary(summary)
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sqltune data: {summary['dataset']}", show_header=False)
+    table.add_row("records file", summary["file"])
+    table.add_row("examples read", str(summary["read"]))
+    table.add_row("records written", str(summary["written"]))
+    skipped = summary["skipped"]
+    table.add_row("skipped", ", ".join(f"{n} {reason}" for reason, n in skipped.items()) if skipped else "0")
+    table.add_row("schemas shortened", str(summary["shortened"]))
+    table.add_row("databases", str(summary["databases"]))
+    stats = summary["prompt_length"]
+    table.add_row(
+        f"prompt length ({summary['length_unit']})",
+        f"min {stats['min']}  mean {stats['mean']}  median {stats['median']}  p90 {stats['p90']}  max {stats['max']}",
+    )
+    table.add_row("time", f"{summary['seconds']} s")
+    Console(file=sys.stderr).print(table)
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "synth":
+        from sqltune.data.synth import main as synth_main
+
+        return synth_main(argv[1:])
+    if any(a in ("-h", "--help") for a in argv):
+        print(format_help(GROUPS, "data"))
+        return 0
+    source, prompt = parse_args(GROUPS, argv)
+    run_data(source, prompt)
+    return 0

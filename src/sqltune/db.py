@@ -1,0 +1,103 @@
+"""Running SQL safely against a SQLite database: read-only, time-limited, row-limited.
+
+Used wherever sqltune executes SQL it did not write itself (evaluation, synthesis checks,
+execution-guided decoding, `sqltune ask`). The database is opened with the URI flag `mode=ro`, an
+authorizer refuses anything but reading, and a progress handler interrupts a query once its time
+is up, so a slow or hostile query can neither change a file nor hang the run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqltune.errors import DataError
+
+# Authorizer action codes that only read. Everything else (writes, DDL, ATTACH, PRAGMA, transactions)
+# is denied.
+_READ_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+_PROGRESS_STEPS = 1000  # virtual machine instructions between deadline checks
+
+
+def _authorize(action: int, *_: Any) -> int:
+    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+
+
+def connect_readonly(path: str | Path) -> sqlite3.Connection:
+    """Open a SQLite file read-only; a missing file is a DataError naming it (never a new empty DB)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"database not found: {path}")
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    conn.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
+    conn.set_authorizer(_authorize)
+    return conn
+
+
+@dataclass
+class QueryResult:
+    rows: list[tuple] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    error: str | None = None  # None, "timeout", "too many rows", or the database's message
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def run_query(
+    conn: sqlite3.Connection, sql: str, timeout: float | None = 30.0, max_rows: int | None = None
+) -> QueryResult:
+    """Execute one statement and fetch its rows, stopping at `timeout` seconds or `max_rows` rows."""
+    start = time.perf_counter()
+    deadline = None if timeout is None else start + timeout
+    if deadline is not None:
+        conn.set_progress_handler(lambda: int(time.perf_counter() > deadline), _PROGRESS_STEPS)
+    result = QueryResult()
+    try:
+        cursor = conn.execute(sql)
+        result.columns = [d[0] for d in cursor.description or []]
+        while True:
+            batch = cursor.fetchmany(1024)
+            if not batch:
+                break
+            result.rows.extend(batch)
+            if max_rows is not None and len(result.rows) > max_rows:
+                result.rows = result.rows[:max_rows]
+                result.error = "too many rows"
+                break
+    except sqlite3.Error as err:
+        timed_out = (
+            deadline is not None and time.perf_counter() > deadline and "interrupt" in str(err).lower()
+        )
+        result.error = "timeout" if timed_out else f"{type(err).__name__}: {err}"
+        result.rows = []
+    except (ValueError, OverflowError, MemoryError) as err:  # e.g. an embedded NUL, huge integers
+        result.error = f"{type(err).__name__}: {err}"
+        result.rows = []
+    finally:
+        conn.set_progress_handler(None, 0)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def execute(
+    path: str | Path, sql: str, timeout: float | None = 30.0, max_rows: int | None = None
+) -> QueryResult:
+    """Open `path` read-only, run `sql`, close."""
+    conn = connect_readonly(path)
+    try:
+        return run_query(conn, sql, timeout, max_rows)
+    finally:
+        conn.close()
