@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqltune.data.command:main",
         "build SFT records from a benchmark or database (`data synth`: synthesize pairs)",
     ),
+    "train": (
+        "sqltune.train.command:main",
+        "fine-tune a model (LoRA, QLoRA, freeze, full) into a run directory",
+    ),
 }
 
 
