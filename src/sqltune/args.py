@@ -251,3 +251,108 @@ class FinetuningArguments:
             raise ConfigError("choose one of pissa_init and loftq_init")
         if self.loss_chunk_size < 1:
             raise ConfigError("loss_chunk_size: must be >= 1")
+
+
+# ---- prediction ----------------------------------------------------------------------------------------
+INFER_BACKENDS = ("hf", "vllm")
+INFER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+DECODINGS = ("single", "execution_guided")
+OUTPUT_FORMATS = ("jsonl", "spider")
+
+
+@dataclass
+class GeneratingArguments:
+    """How the model writes its answer (`predict`, `ask`, `run`); names follow transformers' generate."""
+
+    max_new_tokens: int = field(default=256, metadata=_help("most tokens to generate per answer"))
+    num_beams: int = field(default=1, metadata=_help("beam search width (1 = greedy or sampling)"))
+    do_sample: bool = field(default=False, metadata=_help("sample instead of greedy/beam decoding"))
+    temperature: float = field(default=0.7, metadata=_help("sampling temperature"))
+    top_p: float = field(default=0.95, metadata=_help("sampling: nucleus probability mass"))
+    top_k: int = field(default=50, metadata=_help("sampling: keep the k most likely tokens (0 = all)"))
+    repetition_penalty: float = field(default=1.0, metadata=_help("penalise repeated tokens (1 = off)"))
+    decoding: str = field(
+        default="single",
+        metadata=_help(
+            "single (one answer per question) or execution_guided (num_candidates answers, "
+            "executed and voted on)"
+        ),
+    )
+    num_candidates: int = field(
+        default=4,
+        metadata=_help("execution_guided: candidates per question (beams, or samples if do_sample)"),
+    )
+    candidate_timeout: float = field(
+        default=2.0, metadata=_help("execution_guided: seconds a candidate query may run")
+    )
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        _check_choice("decoding", self.decoding, DECODINGS)
+        if self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens: must be >= 1")
+        if self.num_beams < 1:
+            raise ConfigError("num_beams: must be >= 1")
+        if self.num_beams > 1 and self.do_sample:
+            raise ConfigError("choose beam search (num_beams > 1) or sampling (do_sample=true), not both")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ConfigError("temperature must be > 0, top_p in (0, 1] and top_k >= 0")
+        if self.num_candidates < 1:
+            raise ConfigError("num_candidates: must be >= 1")
+        if self.candidate_timeout <= 0:
+            raise ConfigError("candidate_timeout: must be > 0 seconds")
+
+    @property
+    def candidates(self) -> int:
+        """Answers to generate per question."""
+        return self.num_candidates if self.decoding == "execution_guided" else 1
+
+
+@dataclass
+class PredictArguments:
+    """`sqltune predict`: which model (a run directory) answers which registered dataset, and where to."""
+
+    run_dir: str | None = field(
+        default=None,
+        metadata=_help("a run directory of `sqltune train` (else the base model of model_name_or_path)"),
+    )
+    dataset: str | None = field(default=None, metadata=_help("registered dataset to answer (one name)"))
+    dataset_dir: str = field(default="data", metadata=_help("folder holding dataset_info.json"))
+    output: str | None = field(
+        default=None,
+        metadata=_help("predictions file (default <run_dir or .>/predictions/<dataset>.jsonl)"),
+    )
+    format: str = field(
+        default="jsonl", metadata=_help("jsonl, or spider: also one SQL per line (<output>.sql)")
+    )
+    infer_backend: str = field(default="hf", metadata=_help("hf (transformers, CPU or GPU) or vllm (GPU)"))
+    infer_dtype: str = field(
+        default="auto",
+        metadata=_help(f"one of {', '.join(INFER_DTYPES)}; auto: bfloat16 where the hardware runs it fast"),
+    )
+    batch_size: int = field(default=16, metadata=_help("questions per generate call (hf)"))
+    cutoff_len: int | None = field(
+        default=None,
+        metadata=_help("max prompt + answer tokens (default: the run's cutoff_len, else 1024)"),
+    )
+    max_samples: int | None = field(default=None, metadata=_help("answer only the first N questions"))
+    overwrite: bool = field(
+        default=False, metadata=_help("start the output over instead of resuming where it stopped")
+    )
+    seed: int = field(default=42, metadata=_help("random seed (sampling)"))
+    tensor_parallel_size: int = field(default=1, metadata=_help("vllm: GPUs to split the model over"))
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata=_help("vllm: fraction of GPU memory for weights and KV cache")
+    )
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        _check_choice("infer_backend", self.infer_backend, INFER_BACKENDS)
+        _check_choice("infer_dtype", self.infer_dtype, INFER_DTYPES)
+        _check_choice("format", self.format, OUTPUT_FORMATS)
+        if self.batch_size < 1 or self.tensor_parallel_size < 1:
+            raise ConfigError("batch_size and tensor_parallel_size: must be >= 1")
+        if self.cutoff_len is not None and self.cutoff_len < 8:
+            raise ConfigError("cutoff_len: must be >= 8")

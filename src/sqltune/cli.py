@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqltune.train.command:main",
         "fine-tune a model (LoRA, QLoRA, freeze, full) into a run directory",
     ),
+    "predict": (
+        "sqltune.infer.command:main",
+        "answer a dataset's questions with a run directory or a base model (hf or vllm)",
+    ),
 }
 
 

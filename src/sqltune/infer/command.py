@@ -1,0 +1,161 @@
+"""`sqltune predict`: answer the questions of a registered dataset with a trained run or a base model.
+
+    sqltune predict run_dir=saves/quickstart dataset=demo_dev
+    sqltune predict run_dir=saves/spider dataset=spider_dev batch_size=32 --format spider
+    sqltune predict model_name_or_path=smollm2-135m dataset=spider_dev max_new_tokens=128
+    sqltune predict run_dir=saves/spider dataset=spider_dev decoding=execution_guided num_candidates=8
+
+With `run_dir`, the run card supplies the base model, adapter, chat template, prompt options and
+`cutoff_len`; without it, `model_name_or_path` (+ `adapter_name_or_path`, `template`) names a
+model and the dataset's own prompt options are used. Predictions go to `output` (default
+`<run_dir or .>/predictions/<dataset>.jsonl`), saved after every batch; rerunning the same command
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqltune.args import GeneratingArguments, ModelArguments, PredictArguments
+from sqltune.config import format_help, parse_args
+from sqltune.errors import ConfigError
+
+GROUPS = (PredictArguments, GeneratingArguments, ModelArguments)
+
+
+@dataclass
+class PredictSummary:
+    output: Path
+    questions: int
+    answered: int  # by this run (the rest were resumed from the file)
+    seconds: float
+    new_tokens: int
+    shortened: int
+    over_budget: int
+    spider_file: Path | None = None
+    chosen_by: Counter = field(default_factory=Counter)  # execution-guided: how answers were chosen
+
+    @property
+    def questions_per_second(self) -> float:
+        return self.answered / self.seconds if self.seconds else 0.0
+
+
+def default_output(args: PredictArguments) -> Path:
+    return Path(args.run_dir or ".") / "predictions" / f"{args.dataset}.jsonl"
+
+
+def to_row(question, answer) -> dict:
+    row = {
+        "index": question.index,
+        "id": question.example.id,
+        "db_id": question.example.db_id,
+        "question": question.example.question,
+        "sql": answer.sql,
+        "raw": answer.raw,
+        "prompt_tokens": len(question.prompt_ids),
+        "new_tokens": answer.new_tokens,
+        "seconds": round(answer.seconds, 4),
+    }
+    if answer.choice is not None:
+        row["chosen_by"] = answer.choice.reason
+        row["votes"] = answer.choice.votes
+        row["candidates"] = [
+            {"sql": sql, "outcome": outcome}
+            for sql, outcome in zip(answer.candidates, answer.choice.outcomes)
+        ]
+    return row
+
+
+def run_predict(
+    model_args: ModelArguments, args: PredictArguments, settings: GeneratingArguments, progress: bool = True
+) -> PredictSummary:
+    """Answer the dataset's pending questions into the predictions file; return the summary."""
+    from tqdm import tqdm
+
+    from sqltune.data.records import load_dataset
+    from sqltune.infer.answers import answer
+    from sqltune.infer.engine import model_source, open_engine
+    from sqltune.infer.predictions import PredictionFile
+    from sqltune.infer.questions import build_questions, dataset_examples, prompt_arguments, token_budget
+    from sqltune.models.templates import get_template
+
+    if not args.dataset:
+        raise ConfigError("dataset: give the registered dataset to answer (see dataset_info.json)")
+    source = model_source(args.run_dir, model_args)
+    dataset = load_dataset(args.dataset_dir, args.dataset)
+    examples = dataset_examples(dataset, args.max_samples)
+    output = Path(args.output) if args.output else default_output(args)
+    file = PredictionFile(output, overwrite=args.overwrite)
+    pending = file.pending(examples)
+    summary = PredictSummary(output, len(examples), len(pending), 0.0, 0, 0, 0)
+    if pending:
+        engine = open_engine(
+            source,
+            backend=args.infer_backend,
+            dtype=args.infer_dtype,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            tensor_parallel_size=args.tensor_parallel_size,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+        )
+        template = get_template(source.template, engine.tokenizer)
+        budget = token_budget(args.cutoff_len, source.card, settings.max_new_tokens)
+        prompt_args = prompt_arguments(source.card, dataset)
+        questions = build_questions(dataset, pending, prompt_args, template, engine.tokenizer, budget)
+        summary.shortened = sum(q.shortened for q in questions)
+        summary.over_budget = sum(not q.fits for q in questions)
+        paths = [dataset.schemas[q.example.db_id].db_path for q in questions]
+        bar = tqdm(
+            total=len(examples),
+            initial=len(examples) - len(pending),
+            unit="q",
+            desc="predict",
+            disable=not progress,
+        )
+        began = time.perf_counter()
+        try:
+            for answers in answer(engine, [q.prompt_ids for q in questions], settings, paths):
+                file.add([to_row(questions[i], item) for i, item in answers])
+                summary.new_tokens += sum(item.new_tokens for _, item in answers)
+                summary.chosen_by.update(item.choice.reason for _, item in answers if item.choice)
+                bar.update(len(answers))
+        finally:
+            bar.close()
+        summary.seconds = time.perf_counter() - began
+    if args.format == "spider":
+        summary.spider_file = file.write_spider(examples)
+    print_summary(summary, source.run_dir or source.model_args.model_name_or_path, args.dataset)
+    return summary
+
+
+def print_summary(summary: PredictSummary, model: object, dataset: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sqltune predict: {dataset}", show_header=False)
+    table.add_row("model", str(model))
+    table.add_row("questions", f"{summary.questions} ({summary.answered} answered now)")
+    table.add_row("schemas shortened / over budget", f"{summary.shortened} / {summary.over_budget}")
+    table.add_row("time", f"{summary.seconds:.1f} s")
+    table.add_row("questions/s", f"{summary.questions_per_second:.2f}")
+    if summary.seconds:
+        table.add_row("generated tokens/s", f"{summary.new_tokens / summary.seconds:.1f}")
+    if summary.chosen_by:
+        table.add_row("chosen by", ", ".join(f"{n} {reason}" for reason, n in summary.chosen_by.items()))
+    table.add_row("predictions", str(summary.output))
+    if summary.spider_file:
+        table.add_row("one SQL per line", str(summary.spider_file))
+    Console(file=sys.stderr).print(table)
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(format_help(GROUPS, "predict"))
+        return 0
+    args, settings, model_args = parse_args(GROUPS, argv)
+    run_predict(model_args, args, settings)
+    return 0

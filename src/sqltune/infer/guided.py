@@ -1,0 +1,79 @@
+"""Execution-guided decoding: choose among several generated queries by running them.
+
+`decoding=execution_guided num_candidates=K` asks the engine for K answers per question (the K best
+beams, or K samples with `do_sample=true`), runs each candidate's SQL on the question's database
+(read-only, `candidate_timeout` seconds, `sqltune.db`) and picks one:
+
+1. candidates that fail (syntax error, unknown column, timeout, a runaway result) are discarded;
+2. the executable ones are grouped by their result (the rows as a multiset, so row order does not
+   split a group); results with rows are preferred to empty results, which are rarely the answer;
+3. the largest group wins (self-consistency: answers that agree on the result are likely right);
+   ties go to the group holding the more likely candidate, and within the group the most likely
+   candidate's SQL is returned (candidates arrive best first);
+4. when nothing executes, the most likely candidate is returned as it is.
+
+This is our own code: no library offers execution-guided selection for text-to-SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqltune.db import connect_readonly, run_query
+
+MAX_ROWS = 10_000  # a candidate returning more rows than this is treated as a runaway query
+
+
+@dataclass
+class Choice:
+    index: int  # the chosen candidate's position (0 = most likely)
+    votes: int  # candidates whose result agrees with the chosen one (0 when nothing executed)
+    reason: str  # "vote", "most likely executable" or "none executable"
+    outcomes: list[str] = field(default_factory=list)  # per candidate: "rows", "empty" or the error
+
+
+def result_key(rows: list[tuple]) -> tuple:
+    """The rows as an order-free multiset; 1 and 1.0 compare equal, floats to 6 decimal places."""
+
+    def value(v):
+        if isinstance(v, float):
+            v = round(v, 6)
+            return int(v) if v.is_integer() else v
+        return v
+
+    return tuple(sorted((tuple(value(v) for v in row) for row in rows), key=repr))
+
+
+def choose(sqls: Sequence[str], db_path: str | Path, timeout: float) -> Choice:
+    """Pick one of `sqls` (most likely first) by executing them on `db_path` (see the module docstring)."""
+    conn = connect_readonly(db_path)
+    results: dict[str, tuple[str, tuple | None]] = {}  # sql -> (outcome, result key)
+    try:
+        for sql in sqls:
+            if sql in results:
+                continue
+            if not sql.strip():
+                results[sql] = ("empty answer", None)
+                continue
+            result = run_query(conn, sql, timeout=timeout, max_rows=MAX_ROWS)
+            if not result.ok:
+                results[sql] = (result.error or "error", None)
+            else:
+                results[sql] = ("rows" if result.rows else "empty", result_key(result.rows))
+    finally:
+        conn.close()
+    outcomes = [results[sql][0] for sql in sqls]
+    for wanted in ("rows", "empty"):
+        groups: dict[tuple, list[int]] = {}
+        for index, sql in enumerate(sqls):
+            outcome, key = results[sql]
+            if outcome == wanted:
+                groups.setdefault(key, []).append(index)
+        if groups:
+            # largest group first; among equals, the one whose best member is most likely
+            best = min(groups.values(), key=lambda members: (-len(members), members[0]))
+            reason = "vote" if len(best) > 1 else "most likely executable"
+            return Choice(best[0], len(best), reason, outcomes)
+    return Choice(0, 0, "none executable", outcomes)

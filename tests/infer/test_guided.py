@@ -1,0 +1,50 @@
+"""Execution-guided choice on a real SQLite database."""
+
+import pytest
+
+from sqltune.infer.guided import choose, result_key
+from tests.infer.conftest import write_concert_db
+
+
+@pytest.fixture
+def db(tmp_path):
+    return write_concert_db(tmp_path / "concert_singer.sqlite")
+
+
+def test_majority_of_agreeing_results_wins(db):
+    sqls = [
+        "SELECT name FROM singer WHERE country = 'Spain'",  # most likely, but alone
+        "SELECT nme FROM singer",  # fails: no such column
+        "SELECT name FROM singer WHERE country = 'France'",
+        "SELECT name FROM singer WHERE age < 35 ORDER BY age",  # same rows, other order and SQL
+    ]
+    choice = choose(sqls, db, timeout=2)
+    assert (choice.index, choice.votes, choice.reason) == (2, 2, "vote")
+    assert choice.outcomes[0] == "rows" and "no such column" in choice.outcomes[1]
+
+
+def test_ties_go_to_the_most_likely_executable_candidate(db):
+    sqls = ["SELEC 1", "SELECT count(*) FROM singer", "SELECT count(*) FROM song"]
+    choice = choose(sqls, db, timeout=2)
+    assert (choice.index, choice.votes, choice.reason) == (1, 1, "most likely executable")
+
+
+def test_rows_beat_empty_results_and_failures_fall_back_to_the_first(db):
+    sqls = [
+        "SELECT name FROM singer WHERE age > 99",
+        "SELECT name FROM singer WHERE age > 99 AND 1",
+        "SELECT 1",
+    ]
+    assert choose(sqls, db, timeout=2).index == 2  # one result with rows beats two agreeing empty ones
+    assert choose(sqls[:2], db, timeout=2).reason == "vote"  # empty results still vote among themselves
+    nothing = choose(["", "DROP TABLE singer", "SELECT * FROM nowhere"], db, timeout=2)
+    assert (nothing.index, nothing.votes, nothing.reason) == (0, 0, "none executable")
+    assert nothing.outcomes[0] == "empty answer"
+
+
+def test_slow_and_writing_candidates_are_discarded(db):
+    endless = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT max(x) FROM n"
+    choice = choose([endless, "DELETE FROM singer", "SELECT count(*) FROM singer"], db, timeout=0.2)
+    assert choice.index == 2 and choice.outcomes[0] == "timeout"
+    assert choose(["SELECT count(*) FROM singer"], db, timeout=1).index == 0  # nothing was deleted
+    assert result_key([(1.0, "a"), (2, None)]) == result_key([(2, None), (1, "a")])

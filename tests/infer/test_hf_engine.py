@@ -1,0 +1,107 @@
+"""The transformers engine: batching must not change answers, stops early, ranks candidates."""
+
+import torch
+
+from sqltune.args import GeneratingArguments, ModelArguments
+from sqltune.infer.engine import model_source, open_engine
+from sqltune.infer.hf import ChosenTokenLogprobs
+
+QUESTIONS = [
+    "How many singers are there?",
+    "List song titles",
+    "What is the highest ticket price of all concerts in the stadium?",
+    "Show concert names",
+    "Which stadium has the largest capacity and which singers sang there in 2014?",
+    "age",
+    "List the names of singers from France.",
+]
+
+
+def engine_and_prompts(model_dir, batch_size):
+    source = model_source(None, ModelArguments(model_name_or_path=str(model_dir)))
+    engine = open_engine(source, dtype="float32", batch_size=batch_size)
+    prompts = [engine.tokenizer(q, add_special_tokens=False)["input_ids"] for q in QUESTIONS]
+    return engine, prompts
+
+
+def one_at_a_time(engine, prompt, max_new_tokens, **options):
+    output = engine.model.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=max_new_tokens,
+        eos_token_id=engine.stop_ids,
+        pad_token_id=engine.pad_id,
+        **options,
+    )
+    return output[:, len(prompt) :].tolist()
+
+
+def test_batched_answers_equal_one_at_a_time_answers(diverse_model_dir):
+    engine, prompts = engine_and_prompts(diverse_model_dir, batch_size=3)
+    batches = list(engine.generate(prompts, GeneratingArguments(max_new_tokens=12)))
+    assert [len(b.indices) for b in batches] == [3, 3, 1]
+    served = [len(prompts[i]) for b in batches for i in b.indices]
+    assert served == sorted(served, reverse=True)  # longest first: similar lengths share a batch
+    answers = {i: group[0] for b in batches for i, group in zip(b.indices, b.candidates)}
+    assert sorted(answers) == list(range(len(prompts)))
+    for index, prompt in enumerate(prompts):
+        (tokens,) = one_at_a_time(engine, prompt, 12, do_sample=False)
+        length = engine.answer_length(tokens)
+        assert answers[index].new_tokens == length, QUESTIONS[index]
+        assert answers[index].text == engine.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+    assert any(a.new_tokens < 12 for a in answers.values())  # some answers stopped at the EOS token
+    assert len({a.text for a in answers.values()}) > 3
+
+
+def test_generation_stops_at_template_stop_tokens(diverse_model_dir):
+    engine, prompts = engine_and_prompts(diverse_model_dir, batch_size=8)
+    firsts = [one_at_a_time(engine, p, 1, do_sample=False)[0][0] for p in prompts]
+    engine.stop_ids = [*engine.stop_ids, *firsts]  # every answer's first token now ends it
+    (batch,) = engine.generate(prompts, GeneratingArguments(max_new_tokens=30))
+    assert all(group[0].new_tokens == 1 for group in batch.candidates)
+
+
+def test_beam_candidates_come_best_first(diverse_model_dir):
+    engine, prompts = engine_and_prompts(diverse_model_dir, batch_size=4)
+    batches = list(engine.generate(prompts[:4], GeneratingArguments(max_new_tokens=8), candidates=3))
+    groups = {i: g for b in batches for i, g in zip(b.indices, b.candidates)}
+    for index in range(4):
+        beams = one_at_a_time(engine, prompts[index], 8, num_beams=3, num_return_sequences=3, do_sample=False)
+        expected = [
+            engine.tokenizer.decode(t[: engine.answer_length(t)], skip_special_tokens=True) for t in beams
+        ]
+        assert [c.text for c in groups[index]] == expected
+
+
+def test_sampled_candidates_are_ranked_by_their_log_probability(diverse_model_dir):
+    engine, prompts = engine_and_prompts(diverse_model_dir, batch_size=4)
+    settings = GeneratingArguments(max_new_tokens=8, do_sample=True, temperature=1.5, top_k=0, top_p=1.0)
+    (batch,) = engine.generate(prompts[:2], settings, candidates=5)
+    for group in batch.candidates:
+        assert len(group) == 5 and all(c.logprob is not None and c.logprob < 0 for c in group)
+        assert [c.logprob for c in group] == sorted((c.logprob for c in group), reverse=True)
+        assert len({c.text for c in group}) > 1
+
+
+def test_recorded_log_probabilities_match_a_forward_pass(diverse_model_dir):
+    engine, prompts = engine_and_prompts(diverse_model_dir, batch_size=1)
+    prompt = torch.tensor([prompts[0]] * 3)
+    recorder = ChosenTokenLogprobs()
+    torch.manual_seed(1)
+    output = engine.model.generate(
+        prompt,
+        do_sample=True,
+        top_k=0,
+        temperature=2.0,
+        max_new_tokens=6,
+        logits_processor=[recorder],
+        pad_token_id=engine.pad_id,
+    )
+    new = output[:, prompt.shape[1] :]
+    with torch.no_grad():
+        logits = engine.model(output).logits[:, prompt.shape[1] - 1 : -1]
+    expected = logits.log_softmax(-1).gather(2, new.unsqueeze(-1)).squeeze(-1)
+    recorded = recorder.per_token(new)
+    for row in range(3):  # compare up to the row's end (tokens after an EOS are padding)
+        length = engine.answer_length(new[row].tolist())
+        assert length > 1
+        assert torch.allclose(recorded[row, :length], expected[row, :length], atol=1e-4)
