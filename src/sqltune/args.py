@@ -356,3 +356,31 @@ class PredictArguments:
             raise ConfigError("batch_size and tensor_parallel_size: must be >= 1")
         if self.cutoff_len is not None and self.cutoff_len < 8:
             raise ConfigError("cutoff_len: must be >= 8")
+
+
+@dataclass
+class ExportArguments:
+    """`sqltune export`: a run directory merged into a plain transformers model."""
+
+    run_dir: str | None = field(
+        default=None, metadata=_help("the run directory of `sqltune train` to export")
+    )
+    export_dir: str | None = field(default=None, metadata=_help("folder for the merged model"))
+    export_size: str = field(
+        default="5", metadata=_help("largest safetensors shard, in GB (or with a unit: 500MB)")
+    )
+    export_dtype: str = field(
+        default="auto", metadata=_help(f"one of {', '.join(TORCH_DTYPES)}; auto: the base model's dtype")
+    )
+    base_model: str | None = field(
+        default=None, metadata=_help("merge into this copy of the base (e.g. 16-bit) instead of the run's")
+    )
+    overwrite: bool = field(default=False, metadata=_help("replace an existing export_dir"))
+
+    @property
+    def max_shard_size(self) -> str:
+        size = str(self.export_size).strip()
+        return f"{size}GB" if size.isdigit() else size
+
+    def __post_init__(self) -> None:
+        _check_choice("export_dtype", self.export_dtype, TORCH_DTYPES)

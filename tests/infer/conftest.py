@@ -50,11 +50,14 @@ def db_data_dir(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_model_dir, tmp_path_factory) -> Path:  # noqa: F811
-    """A LoRA run directory of the tiny model, trained a few steps on ddl prompts."""
+    """A LoRA run directory of the tiny model, trained a few steps on ddl prompts (once per session,
+    also when another test module imports this fixture)."""
     from tests.tiny import make_dataset
 
+    out = tmp_path_factory.getbasetemp() / "tiny-lora-run"
+    if (out / "sqltune_run.json").is_file():
+        return out
     data = make_dataset(tmp_path_factory.mktemp("run-data"), "tiny_train", 16, prompt_format="ddl")
-    out = tmp_path_factory.mktemp("runs") / "lora"
     argv = [
         "train",
         f"model_name_or_path={tiny_model_dir}",
