@@ -384,3 +384,27 @@ class ExportArguments:
 
     def __post_init__(self) -> None:
         _check_choice("export_dtype", self.export_dtype, TORCH_DTYPES)
+
+
+@dataclass
+class AskArguments:
+    """`sqltune ask`: one question about a live database, answered with SQL and its rows."""
+
+    db: str | None = field(default=None, metadata=_help("a SQLite file or a SQLAlchemy URL"))
+    question: str | None = field(default=None, metadata=_help("the question (also the bare argument)"))
+    run_dir: str | None = field(
+        default=None, metadata=_help("a run directory of `sqltune train` (else model_name_or_path)")
+    )
+    max_rows: int = field(default=20, metadata=_help("rows to fetch and show"))
+    timeout: float = field(default=10.0, metadata=_help("seconds the query may run"))
+    cutoff_len: int | None = field(
+        default=None, metadata=_help("max prompt + answer tokens (default: the run's, else 1024)")
+    )
+    infer_dtype: str = field(default="auto", metadata=_help(f"one of {', '.join(INFER_DTYPES)}"))
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        _check_choice("infer_dtype", self.infer_dtype, INFER_DTYPES)
+        if self.max_rows < 1 or self.timeout <= 0:
+            raise ConfigError("max_rows must be >= 1 and timeout > 0")

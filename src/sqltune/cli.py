@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqltune.export:main",
         "merge a run's LoRA adapter into its base model and save it (safetensors shards)",
     ),
+    "ask": (
+        "sqltune.infer.ask:main",
+        'ask a database a question: sqltune ask --db my.sqlite "how many orders?"',
+    ),
 }
 
 

@@ -32,12 +32,17 @@ class Question:
     fits: bool  # False: even the shortest schema is over the budget (the prompt is used anyway)
 
 
+def prompt_arguments_from_card(card: RunCard | None) -> PromptArguments | None:
+    """The prompt options a run was trained with, if it recorded them."""
+    if card is None or not card.prompt_options:
+        return None
+    names = {f.name for f in dataclasses.fields(PromptArguments)}
+    return PromptArguments(**{k: v for k, v in card.prompt_options.items() if k in names})
+
+
 def prompt_arguments(card: RunCard | None, dataset: Dataset) -> PromptArguments:
     """The run's prompt options when it recorded them, else the dataset's own."""
-    if card is not None and card.prompt_options:
-        names = {f.name for f in dataclasses.fields(PromptArguments)}
-        return PromptArguments(**{k: v for k, v in card.prompt_options.items() if k in names})
-    return dataset.prompt_args
+    return prompt_arguments_from_card(card) or dataset.prompt_args
 
 
 def token_budget(cutoff_len: int | None, card: RunCard | None, max_new_tokens: int) -> int:
