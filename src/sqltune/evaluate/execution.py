@@ -48,6 +48,11 @@ def first_statement_tokens(sql: str) -> list:
 
 
 def remove_distinct(sql: str) -> str:
+    lowered = sql.lower()
+    if "distinct" not in lowered and ";" not in sql and "go" not in lowered:
+        # Nothing to drop and no statement boundary (sqlparse splits at ';' and at GO): the
+        # tokens would join back to the same text, so skip the (slow) lexer.
+        return sql
     return "".join(t.value for t in first_statement_tokens(sql) if t.value.lower() != "distinct")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqltune.errors import DataError
@@ -117,7 +117,7 @@ class ExampleScorer:
                     normalize(pred_sql, schema, fk_map), normalize(gold_sql, schema, fk_map)
                 )
                 row["exact"] = int(same)
-                row["partial"] = {name: asdict(score) for name, score in scores.items()}
+                row["partial"] = {name: score._asdict() for name, score in scores.items()}
             else:
                 row["exact"] = 0
         if not pred:

@@ -15,7 +15,8 @@ conjunction of all clause scores plus an equal multiset of FROM tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import NamedTuple
 
 from sqltune.evaluate.spider.parse import WHERE_OPS, ColUnit, CondUnit, SpiderSchema, Sql, ValUnit
 
@@ -34,8 +35,7 @@ CLAUSES = (
 EMPTY_SQL = Sql()  # what a prediction that does not parse is compared as
 
 
-@dataclass(frozen=True)
-class ClauseScore:
+class ClauseScore(NamedTuple):
     acc: int
     rec: int
     f1: int
