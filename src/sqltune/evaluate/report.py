@@ -89,8 +89,9 @@ def summarize(examples: list[dict], format: str, etype: str, multi_turn: bool) -
 
 def _error_kind(error: str) -> str:
     """Group error messages for the summary: the database's message up to the first colon."""
-    if error.startswith("gold query"):
-        return "gold query failed"
+    for kind in ("gold query does not parse", "gold query failed"):
+        if error.startswith(kind):
+            return kind
     return error.split(":")[0]
 
 

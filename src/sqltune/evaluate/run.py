@@ -133,7 +133,7 @@ class ExampleScorer:
                 self.config.keep_distinct,
             )
             row["exec"] = int(outcome.match)
-            row["error"] = row["error"] or outcome.error
+            row["error"] = "; ".join(e for e in (row["error"], outcome.error) if e) or None
 
 
 _worker: ExampleScorer | None = None
