@@ -85,7 +85,7 @@ def run_query(
                 result.rows = result.rows[:max_rows]
                 result.error = "too many rows"
                 break
-    except sqlite3.Error as err:
+    except (sqlite3.Error, sqlite3.Warning) as err:  # Python 3.10 raises Warning for two statements
         timed_out = (
             deadline is not None and time.perf_counter() > deadline and "interrupt" in str(err).lower()
         )

@@ -81,13 +81,15 @@ class ExampleScorer:
             row["difficulty"] = gold.difficulty
         else:
             row["hardness"] = None
-        if gold.session or gold.turn > 1 or self.config.format != "bird":
-            row.update(session=gold.session, turn=gold.turn)
+        row.update(session=gold.session, turn=gold.turn)
         row.update(exact=None, exec=None, pred_parse_ok=None, error=None, pred=pred, gold=gold.sql)
-        if self.config.format == "bird":
-            self._score_bird(row, pred, gold)
-        else:
-            self._score_spider(row, pred, gold)
+        try:
+            if self.config.format == "bird":
+                self._score_bird(row, pred, gold)
+            else:
+                self._score_spider(row, pred, gold)
+        except Exception as err:  # one broken example must not stop the run; it is reported
+            row.update(exec=0 if row["exec"] is None else row["exec"], error=f"evaluation failed: {err!r}")
         return row
 
     def _score_bird(self, row: dict, pred: str, gold: GoldItem) -> None:

@@ -118,10 +118,10 @@ class SpiderSchema:
 
 
 class _Parser:
-    def __init__(self, tokens: list[str], schema: SpiderSchema):
+    def __init__(self, tokens: list[str], schema: SpiderSchema, aliases: dict[str, str] | None = None):
         self.toks = tokens
         self.schema = schema
-        self.aliases = self._aliases()
+        self.aliases = self._aliases() if aliases is None else aliases
 
     # -- helpers ---------------------------------------------------------------------------------
     def tok(self, i: int) -> str:
@@ -229,8 +229,7 @@ class _Parser:
                     self.toks[end] in (",", ")", "and") or self.at(end, *CLAUSE_KEYWORDS, *JOIN_KEYWORDS)
                 ):
                     end += 1
-                sub = _Parser.__new__(_Parser)
-                sub.toks, sub.schema, sub.aliases = self.toks[start:end], self.schema, self.aliases
+                sub = _Parser(self.toks[start:end], self.schema, self.aliases)
                 _, val = sub.col_unit(0, default_tables)
                 i = end
         if block:
@@ -382,3 +381,5 @@ def parse_sql(sql: str, schema: SpiderSchema) -> Sql:
         return parser.sql(0)[1]
     except (KeyError, IndexError) as err:  # a name the grammar looked up and did not find
         raise ParseError(f"cannot parse: {type(err).__name__} {err}") from None
+    except RecursionError:
+        raise ParseError("nested too deeply") from None
