@@ -42,6 +42,18 @@ def disagreements(report: dict, labels: list[dict]) -> list[str]:
     return out
 
 
+def run_official_files(suite, pred_name: str, spider_dir, plug: bool) -> dict:
+    """Score a suite's files as the official evaluator saw them: raw lines, official tables.json."""
+    return evaluate(
+        suite / pred_name,
+        suite / "gold.txt",
+        spider_dir / "database",
+        spider_dir / "tables.json",
+        plug_value=plug,
+        raw=True,
+    )
+
+
 def official_table(path) -> dict[str, list[float]]:
     """Rows of a printed official score table: name -> values (only the last block per name)."""
     table = {}
@@ -56,14 +68,7 @@ def official_table(path) -> dict[str, list[float]]:
 @pytest.mark.parametrize("plug", [False, True], ids=["plug_off", "plug_on"])
 def test_conformance_suite_agrees_row_by_row(reference_dir, spider_dir, plug):
     suite = reference_dir / "spider_conformance"
-    report = evaluate(
-        suite / "pred.txt",
-        suite / "gold.txt",
-        spider_dir / "database",
-        spider_dir / "tables.json",
-        plug_value=plug,
-        raw=True,
-    )
+    report = run_official_files(suite, "pred.txt", spider_dir, plug)
     labels = read_labels(suite / "labels.tsv", "exec_plug" if plug else "exec_noplug")
     differing = disagreements(report, labels)
     assert not differing, f"{len(differing)} rows differ from the official labels:\n" + "\n".join(
@@ -83,14 +88,7 @@ def test_conformance_suite_agrees_row_by_row(reference_dir, spider_dir, plug):
 @pytest.mark.parametrize("plug", [False, True], ids=["plug_off", "plug_on"])
 def test_multi_turn_example_agrees_with_joint_accuracy(reference_dir, spider_dir, plug):
     suite = reference_dir / "spider_conformance" / "multiturn"
-    report = evaluate(
-        suite / "predict.txt",
-        suite / "gold.txt",
-        spider_dir / "database",
-        spider_dir / "tables.json",
-        plug_value=plug,
-        raw=True,
-    )
+    report = run_official_files(suite, "predict.txt", spider_dir, plug)
     labels = read_labels(suite / "labels.tsv", "exec_plug" if plug else "exec_noplug")
     differing = disagreements(report, labels)
     assert not differing, "\n".join(differing[:30])

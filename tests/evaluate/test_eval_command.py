@@ -5,12 +5,8 @@ import json
 from sqltune.cli import main
 
 
-def test_eval_command_writes_the_report(bench, tmp_path, capsys):
-    db_dir, tables, write = bench
-    gold = write("gold.txt", ["SELECT name FROM singer\tmusic", "SELECT count(*) FROM concert\tmusic"])
-    pred = write("pred.txt", ["SELECT name FROM singer", "SELECT count(*) FROM singer WHERE age > 40"])
-    output = tmp_path / "out" / "results.json"
-    argv = [
+def eval_argv(pred, gold, db_dir, tables) -> list[str]:
+    return [
         "eval",
         "--pred",
         str(pred),
@@ -21,6 +17,14 @@ def test_eval_command_writes_the_report(bench, tmp_path, capsys):
         "--tables",
         str(tables),
     ]
+
+
+def test_eval_command_writes_the_report(bench, tmp_path, capsys):
+    db_dir, tables, write = bench
+    gold = write("gold.txt", ["SELECT name FROM singer\tmusic", "SELECT count(*) FROM concert\tmusic"])
+    pred = write("pred.txt", ["SELECT name FROM singer", "SELECT count(*) FROM singer WHERE age > 40"])
+    output = tmp_path / "out" / "results.json"
+    argv = eval_argv(pred, gold, db_dir, tables)
     assert main([*argv, "--workers", "1", "--timeout", "5", "--plug-value", "--output", str(output)]) == 0
     captured = capsys.readouterr()
     assert "execution (EX)" in captured.err and "1 (0.500)" in captured.err
@@ -40,17 +44,7 @@ def test_eval_command_errors(bench, capsys):
     db_dir, tables, write = bench
     gold = write("gold.txt", ["SELECT name FROM singer\tmusic"])
     pred = write("pred.txt", ["SELECT 1", "SELECT 2"])
-    argv = [
-        "eval",
-        "--pred",
-        str(pred),
-        "--gold",
-        str(gold),
-        "--db-dir",
-        str(db_dir),
-        "--tables",
-        str(tables),
-    ]
+    argv = eval_argv(pred, gold, db_dir, tables)
     assert main(argv) == 2
     assert "has 2 prediction lines but the gold has 1" in capsys.readouterr().err
     assert main([*argv[:-2], "--etype", "fast"]) == 2

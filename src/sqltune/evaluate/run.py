@@ -220,11 +220,21 @@ def evaluate(
     needs_em = format == "spider" and etype in ("all", "match")
     fk_maps = _foreign_keys(tables, gold_items) if needs_em else {}
     config = EvalConfig(
-        str(db_dir), etype, plug_value, keep_distinct, timeout, raw, format, max_rows, ves_repeats, fk_maps
+        db_dir=str(db_dir),
+        etype=etype,
+        plug_value=plug_value,
+        keep_distinct=keep_distinct,
+        timeout=timeout,
+        raw=raw,
+        format=format,
+        max_rows=max_rows,
+        ves_repeats=ves_repeats,
+        fk_maps=fk_maps,
     )
     tasks = [Task(i, p, g) for i, (p, g) in enumerate(zip(preds, gold_items))]
-    workers = workers or os.cpu_count() or 1
-    examples = _run(tasks, config, min(workers, max(1, len(tasks) // 20)), progress)
+    # Fewer than ~20 examples per process is not worth starting the process.
+    workers = min(workers or os.cpu_count() or 1, max(1, len(tasks) // 20))
+    examples = _run(tasks, config, workers, progress)
     settings = {
         "pred": str(pred),
         "pred_format": describe(pred),
