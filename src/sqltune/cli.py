@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqltune.data.command:main",
         "build SFT records from a benchmark or database (`data synth`: synthesize pairs)",
     ),
+    "eval": (
+        "sqltune.evaluate.command:main",
+        "score predictions: Spider EM/EX (official rules), BIRD EX/R-VES",
+    ),
 }
 
 
