@@ -76,6 +76,11 @@ def is_url(text: str) -> bool:
     return "://" in text
 
 
+def hide_password(url: str) -> str:
+    """The URL as it may be shown in messages and saved in the registry: 'user:***@host'."""
+    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+
+
 def schema_from_url(url: str, db_id: str | None = None, values: int = 3) -> Schema:
     """Introspect any database SQLAlchemy can reach: tables, column types, primary and foreign keys,
     and up to `values` distinct sample values per column.
@@ -86,12 +91,11 @@ def schema_from_url(url: str, db_id: str | None = None, values: int = 3) -> Sche
     """
     import sqlalchemy as sa
 
+    shown = hide_password(url)
     try:
         parsed = sa.engine.make_url(url)
     except Exception as err:  # ArgumentError: not a URL SQLAlchemy understands
-        hidden = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-        raise DataError(f"cannot read database URL '{hidden}': {err}") from None
-    shown = parsed.render_as_string(hide_password=True)
+        raise DataError(f"cannot read database URL '{shown}': {err}") from None
     plain_file = "uri" not in parsed.query and parsed.database not in (None, "", ":memory:")
     if parsed.get_backend_name() == "sqlite" and plain_file:
         path = Path(parsed.database)

@@ -47,7 +47,7 @@ def has_database(schema: Schema) -> bool:
 
 
 def has_values(schema: Schema) -> bool:
-    """Whether sample values came with the schema (a database read through a SQLAlchemy URL)."""
+    """Whether sample values came with the schema (a SQLAlchemy URL, the rows of a WikiSQL table)."""
     return any(column.values for table in schema.tables for column in table.columns)
 
 

@@ -17,7 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqltune.args import SourceArguments
-from sqltune.data.introspect import attach_samples, is_url, schema_from_sqlite, schema_from_url
+from sqltune.data.introspect import (
+    attach_samples,
+    hide_password,
+    is_url,
+    schema_from_sqlite,
+    schema_from_url,
+)
 from sqltune.data.schema import Schema, find_db_file, load_tables_json
 from sqltune.data.sources import Skips, SourceData
 from sqltune.data.sources.common import load_records, read_examples
@@ -39,9 +45,7 @@ def read_sqlite(args: SourceArguments) -> SourceData:
     questions = _questions(args)
     if is_url(args.db):
         schema = schema_from_url(args.db, values=SAMPLE_VALUES)
-        import sqlalchemy as sa
-
-        shown = sa.engine.make_url(args.db).render_as_string(hide_password=True)
+        shown = hide_password(args.db)
     else:
         schema = attach_samples(schema_from_sqlite(require_file(args.db, "database")), values=SAMPLE_VALUES)
         shown = str(Path(args.db).resolve())
