@@ -74,8 +74,24 @@ class Condition:
         return f"{prefix}{qi(self.column.name)} {self.op} {literal(self.value)}"
 
 
-def _tables(db: DatabaseProfile, need: Callable[[TableProfile], bool]) -> list[TableProfile]:
-    return [t for t in db.tables if need(t)]
+def pick_table(
+    rng: random.Random, db: DatabaseProfile, need: Callable[[TableProfile], bool]
+) -> TableProfile | None:
+    """A random table that satisfies `need`, or None when none does."""
+    tables = [t for t in db.tables if need(t)]
+    return rng.choice(tables) if tables else None
+
+
+def pick_measure(
+    rng: random.Random, db: DatabaseProfile, kinds: tuple[str, ...]
+) -> tuple[TableProfile, ColumnProfile, ColumnProfile] | None:
+    """(table, a column of `kinds` to order or compare by, another column to ask for), or None."""
+    table = pick_table(rng, db, lambda t: t.of_kind(*kinds) and len(t.describable) >= 2)
+    if table is None:
+        return None
+    column = rng.choice(table.of_kind(*kinds))
+    target = pick_target(rng, table, avoid=column)
+    return (table, column, target) if target is not None else None
 
 
 def pick_target(
@@ -131,10 +147,9 @@ def count_all(rng, db):
 
 
 def list_columns(rng, db):
-    tables = _tables(db, lambda t: t.describable)
-    if not tables:
+    table = pick_table(rng, db, lambda t: t.describable)
+    if table is None:
         return None
-    table = rng.choice(tables)
     columns = rng.sample(table.describable, min(len(table.describable), rng.choice([1, 1, 2])))
     question = rng.choice(
         [
@@ -149,10 +164,9 @@ def list_columns(rng, db):
 
 
 def distinct_values(rng, db):
-    tables = _tables(db, lambda t: t.of_kind("category"))
-    if not tables:
+    table = pick_table(rng, db, lambda t: t.of_kind("category"))
+    if table is None:
         return None
-    table = rng.choice(tables)
     column = rng.choice(table.of_kind("category"))
     words = dict(C=column.phrase, P=table.plural)
     if rng.random() < 0.5:
@@ -172,10 +186,9 @@ def distinct_values(rng, db):
 
 
 def filter_rows(rng, db):
-    tables = _tables(db, lambda t: len(t.describable) >= 2)
-    if not tables:
+    table = pick_table(rng, db, lambda t: len(t.describable) >= 2)
+    if table is None:
         return None
-    table = rng.choice(tables)
     target = pick_target(rng, table)
     condition = pick_condition(rng, table, avoid=target)
     if target is None or condition is None:
@@ -193,10 +206,9 @@ def filter_rows(rng, db):
 
 
 def count_where(rng, db):
-    tables = _tables(db, lambda t: t.describable)
-    if not tables:
+    table = pick_table(rng, db, lambda t: t.describable)
+    if table is None:
         return None
-    table = rng.choice(tables)
     condition = pick_condition(rng, table)
     if condition is None:
         return None
@@ -214,10 +226,9 @@ def count_where(rng, db):
 
 
 def two_conditions(rng, db):
-    tables = _tables(db, lambda t: len(t.describable) >= 3)
-    if not tables:
+    table = pick_table(rng, db, lambda t: len(t.describable) >= 3)
+    if table is None:
         return None
-    table = rng.choice(tables)
     target = pick_target(rng, table)
     first = pick_condition(rng, table, avoid=target)
     if target is None or first is None:
@@ -243,10 +254,9 @@ def _aggregate_for(rng: random.Random, column: ColumnProfile) -> tuple[str, str]
 
 
 def aggregate(rng, db):
-    tables = _tables(db, lambda t: t.of_kind("number"))
-    if not tables:
+    table = pick_table(rng, db, lambda t: t.of_kind("number"))
+    if table is None:
         return None
-    table = rng.choice(tables)
     column = rng.choice(table.of_kind("number"))
     c, t = qi(column.name), qi(table.name)
     if rng.random() < 0.2:
@@ -271,10 +281,9 @@ def aggregate(rng, db):
 
 
 def group_by(rng, db):
-    tables = _tables(db, lambda t: t.of_kind("category"))
-    if not tables:
+    table = pick_table(rng, db, lambda t: t.of_kind("category"))
+    if table is None:
         return None
-    table = rng.choice(tables)
     group = rng.choice(table.of_kind("category"))
     g, t = qi(group.name), qi(table.name)
     numbers = table.of_kind("number")
@@ -302,10 +311,9 @@ def group_by(rng, db):
 
 
 def group_having(rng, db):
-    tables = _tables(db, lambda t: t.of_kind("category") and t.rows >= 4)
-    if not tables:
+    table = pick_table(rng, db, lambda t: t.of_kind("category") and t.rows >= 4)
+    if table is None:
         return None
-    table = rng.choice(tables)
     group = rng.choice(table.of_kind("category"))
     g, t = qi(group.name), qi(table.name)
     k = rng.choice([1, 2, 2, 3, 3, 5, 10])
@@ -322,10 +330,9 @@ def group_having(rng, db):
 
 
 def most_common(rng, db):
-    tables = _tables(db, lambda t: t.of_kind("category"))
-    if not tables:
+    table = pick_table(rng, db, lambda t: t.of_kind("category"))
+    if table is None:
         return None
-    table = rng.choice(tables)
     group = rng.choice(table.of_kind("category"))
     most = rng.random() < 0.75
     question = rng.choice(
@@ -343,14 +350,10 @@ def most_common(rng, db):
 
 
 def superlative(rng, db):
-    tables = _tables(db, lambda t: t.of_kind("number", "date") and len(t.describable) >= 2)
-    if not tables:
+    picked = pick_measure(rng, db, ("number", "date"))
+    if picked is None:
         return None
-    table = rng.choice(tables)
-    column = rng.choice(table.of_kind("number", "date"))
-    target = pick_target(rng, table, avoid=column)
-    if target is None:
-        return None
+    table, column, target = picked
     high = rng.random() < 0.6
     word = rng.choice((HIGHEST if high else LOWEST)[column.kind])
     k = rng.choice([1, 1, 1, 3, 5])
@@ -374,14 +377,10 @@ def superlative(rng, db):
 
 
 def order_by(rng, db):
-    tables = _tables(db, lambda t: t.of_kind("number", "date") and len(t.describable) >= 2)
-    if not tables:
+    picked = pick_measure(rng, db, ("number", "date"))
+    if picked is None:
         return None
-    table = rng.choice(tables)
-    column = rng.choice(table.of_kind("number", "date"))
-    target = pick_target(rng, table, avoid=column)
-    if target is None:
-        return None
+    table, column, target = picked
     if rng.random() < 0.5:
         words, order = (
             rng.choice(["in descending order of {C}", "sorted by {C} from highest to lowest"]),
@@ -396,14 +395,10 @@ def order_by(rng, db):
 
 
 def above_average(rng, db):
-    tables = _tables(db, lambda t: t.of_kind("number") and len(t.describable) >= 2)
-    if not tables:
+    picked = pick_measure(rng, db, ("number",))
+    if picked is None:
         return None
-    table = rng.choice(tables)
-    column = rng.choice(table.of_kind("number"))
-    target = pick_target(rng, table, avoid=column)
-    if target is None:
-        return None
+    table, column, target = picked
     above = rng.random() < 0.6
     question = rng.choice(
         [
