@@ -155,3 +155,25 @@ def test_gold_sql_of_own_pairs_runs(demo_dir):
 def test_schema_from_url_rejects_garbage():
     with pytest.raises(DataError, match="Could not parse SQLAlchemy URL"):
         schema_from_url("://nothing")
+
+
+def test_introspection_agrees_with_spider_tables_json(spider_dir, tmp_path):
+    """Own-database introspection of Spider files finds the keys tables.json declares."""
+    from sqltune.data.schema import load_tables_json
+
+    declared = load_tables_json(spider_dir / "tables.json")
+    for db_id in ("concert_singer", "pets_1", "car_1", "student_transcripts_tracking"):
+        live = schema_from_sqlite(spider_dir / "database" / db_id / f"{db_id}.sqlite")
+        assert {t.name.lower() for t in live.tables} == {t.name.lower() for t in declared[db_id].tables}
+        key = lambda fk: (fk.table.lower(), fk.column.lower(), fk.ref_table.lower(), fk.ref_column.lower())  # noqa: E731
+        assert set(map(key, live.foreign_keys)) >= set(map(key, declared[db_id].foreign_keys)), db_id
+    pairs = [e for e in json.loads((spider_dir / "dev.json").read_text()) if e["db_id"] == "concert_singer"]
+    questions = tmp_path / "pairs.jsonl"
+    questions.write_text(
+        "".join(json.dumps({"question": e["question"], "sql": e["query"]}) + "\n" for e in pairs)
+    )
+    db = spider_dir / "database" / "concert_singer" / "concert_singer.sqlite"
+    assert (
+        main(["data", "source=sqlite", f"db={db}", f"questions={questions}", f"output_dir={tmp_path}"]) == 0
+    )
+    assert len(load_dataset(tmp_path, "sqlite_train").records) == len(pairs) == 45
