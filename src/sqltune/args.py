@@ -53,18 +53,22 @@ class SourceArguments:
 
     source: str = field(default="spider", metadata=_help(f"one of {', '.join(SOURCES)}"))
     data_dir: str | None = field(default=None, metadata=_help("folder of the benchmark files"))
-    split: str = field(default="train", metadata=_help("train or dev"))
+    split: str = field(default="train", metadata=_help("train or dev (spider, chase, wikisql: also test)"))
     output_dir: str = field(
         default="data", metadata=_help("folder for the jsonl records and dataset_info.json")
     )
     dataset_name: str | None = field(default=None, metadata=_help("registry name (default <source>_<split>)"))
     tables: str | None = field(default=None, metadata=_help("tables.json path (default: found in data_dir)"))
     db_dir: str | None = field(
-        default=None, metadata=_help("folder of <db_id>/<db_id>.sqlite (default: found in data_dir)")
+        default=None,
+        metadata=_help(
+            "folder of <db_id>/<db_id>.sqlite (default: found in data_dir; "
+            "demo: where its databases are written, default <output_dir>/demo_databases)"
+        ),
     )
     db: str | None = field(default=None, metadata=_help("source=sqlite: a SQLite file or SQLAlchemy URL"))
     questions: str | None = field(
-        default=None, metadata=_help("source=sqlite|jsonl: question/SQL pairs (jsonl or csv)")
+        default=None, metadata=_help("source=sqlite|jsonl: question/SQL pairs (jsonl, json or csv)")
     )
     limit: int | None = field(default=None, metadata=_help("read at most this many examples"))
     strict: bool = field(default=False, metadata=_help("fail on the first bad record instead of skipping it"))
@@ -78,7 +82,9 @@ class SourceArguments:
 class SynthArguments:
     """`sqltune data synth`: question/SQL pairs synthesized from a SQLite database's schema and values."""
 
-    db: str | None = field(default=None, metadata=_help("SQLite file (or a folder of <db>/<db>.sqlite)"))
+    db: str | None = field(
+        default=None, metadata=_help("SQLite file, or a folder of <db>/<db>.sqlite or *.sqlite files")
+    )
     output: str = field(default="data/synth.jsonl", metadata=_help("question/SQL pairs as jsonl"))
     per_db: int = field(default=200, metadata=_help("pairs to write per database"))
     seed: int = field(default=42, metadata=_help("random seed"))
