@@ -13,11 +13,8 @@ deterministic: the same code and seed give the same databases, pairs and split o
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import sqlite3
-import tempfile
 from pathlib import Path
 
 from sqltune.args import SourceArguments
@@ -28,7 +25,7 @@ from sqltune.data.schema import load_tables_json
 from sqltune.data.sources import SourceData
 from sqltune.data.synth import synthesize
 from sqltune.errors import ConfigError
-from sqltune.files import write_json
+from sqltune.files import atomic_path, write_json
 
 SPLITS = {
     "train": ["bookstore", "university", "music", "retail"],
@@ -40,10 +37,7 @@ FOLDER = "demo_databases"
 
 def write_database(domain: Domain, path: Path) -> None:
     """Build one demo database in a temporary file and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         conn = sqlite3.connect(tmp)
         try:
             conn.executescript(domain.ddl)
@@ -53,11 +47,6 @@ def write_database(domain: Domain, path: Path) -> None:
             conn.commit()
         finally:
             conn.close()
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def build_demo_databases(folder: str | Path) -> Path:
