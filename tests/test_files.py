@@ -43,3 +43,14 @@ def test_malformed_jsonl_names_line(tmp_path):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(DataError, match="not found: .*missing.json"):
         read_json(tmp_path / "missing.json")
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    current = os.umask(0o022)
+    try:
+        write_jsonl(tmp_path / "out.jsonl", [{"a": 1}])
+    finally:
+        os.umask(current)
+    assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o644

@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqltune.infer.command:main",
         "answer a dataset's questions with a run directory or a base model (hf or vllm)",
     ),
+    "eval": (
+        "sqltune.evaluate.command:main",
+        "score predictions: Spider EM/EX (official rules), BIRD EX/R-VES",
+    ),
     "export": (
         "sqltune.export:main",
         "merge a run's LoRA adapter into its base model and save it (safetensors shards)",

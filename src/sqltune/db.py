@@ -32,15 +32,23 @@ def _authorize(action: int, *_: Any) -> int:
     return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
 
 
-def connect_readonly(path: str | Path) -> sqlite3.Connection:
-    """Open a SQLite file read-only; a missing file is a DataError naming it (never a new empty DB)."""
+def connect_readonly(
+    path: str | Path, decode_errors: str = "replace", authorizer: bool = True
+) -> sqlite3.Connection:
+    """Open a SQLite file read-only; a missing file is a DataError naming it (never a new empty DB).
+
+    `decode_errors` is how text that is not valid UTF-8 is decoded ("replace" shows it, "ignore"
+    drops the bad bytes as the official Spider evaluator does). `authorizer=False` is for trusted
+    SQL only, such as reading the schema through PRAGMA functions; the file stays read-only.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"database not found: {path}")
     uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
     conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-    conn.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
-    conn.set_authorizer(_authorize)
+    conn.text_factory = lambda raw: raw.decode("utf-8", errors=decode_errors)
+    if authorizer:
+        conn.set_authorizer(_authorize)
     return conn
 
 
@@ -77,7 +85,7 @@ def run_query(
                 result.rows = result.rows[:max_rows]
                 result.error = "too many rows"
                 break
-    except sqlite3.Error as err:
+    except (sqlite3.Error, sqlite3.Warning) as err:  # Python 3.10 raises Warning for two statements
         timed_out = (
             deadline is not None and time.perf_counter() > deadline and "interrupt" in str(err).lower()
         )

@@ -44,6 +44,8 @@ def run_data(source: SourceArguments, prompt: PromptArguments) -> dict:
         "tables": str(Path(data.tables_path).resolve()) if data.tables_path else None,
         "db_dir": str(Path(data.db_dir).resolve()) if data.db_dir else None,
     }
+    if data.database:
+        info["database"] = data.database
     path = write_dataset(source.output_dir, name, result, info)
     measure, unit = length_function(source.tokenizer)
     lengths = [

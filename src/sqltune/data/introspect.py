@@ -1,12 +1,15 @@
 """Reading a `Schema` (and sample values) out of a live database.
 
 SQLite files are read directly with PRAGMAs, opened read-only. Sample values and rows are attached
-to any schema whose `db_path` points at a SQLite file, whatever the schema was built from.
+to any schema whose `db_path` points at a SQLite file, whatever the schema was built from. Any
+other database is read through SQLAlchemy's inspector from its URL (`schema_from_url`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 from sqltune.data.schema import Column, ForeignKey, Schema, Table, natural_name
 from sqltune.db import connect_readonly
@@ -15,6 +18,15 @@ from sqltune.errors import DataError
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def plain_value(value: Any) -> Any:
+    """A database value as something JSON can hold (dates and decimals as text, blobs elided)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "<blob>"
+    return str(value)
 
 
 def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
@@ -59,6 +71,75 @@ def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
     return Schema(db_id=db_id or path.stem, tables=tables, foreign_keys=foreign_keys, db_path=str(path))
 
 
+def is_url(text: str) -> bool:
+    """Whether `db=` names a SQLAlchemy URL (`dialect[+driver]://...`) rather than a file."""
+    return "://" in text
+
+
+def hide_password(url: str) -> str:
+    """The URL as it may be shown in messages and saved in the registry: 'user:***@host'."""
+    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+
+
+def schema_from_url(url: str, db_id: str | None = None, values: int = 3) -> Schema:
+    """Introspect any database SQLAlchemy can reach: tables, column types, primary and foreign keys,
+    and up to `values` distinct sample values per column.
+
+    A `sqlite:///file` URL is read like a SQLite file (read-only, and the schema keeps the file as
+    its `db_path`, so later steps can execute SQL on it). Any failure to parse the URL, load its
+    driver or connect is a DataError that names the URL with its password hidden.
+    """
+    import sqlalchemy as sa
+
+    shown = hide_password(url)
+    try:
+        parsed = sa.engine.make_url(url)
+    except Exception as err:  # ArgumentError: not a URL SQLAlchemy understands
+        raise DataError(f"cannot read database URL '{shown}': {err}") from None
+    plain_file = "uri" not in parsed.query and parsed.database not in (None, "", ":memory:")
+    if parsed.get_backend_name() == "sqlite" and plain_file:
+        path = Path(parsed.database)
+        if not path.is_file():
+            raise DataError(f"cannot read database URL '{shown}': database not found: {path}")
+        return attach_samples(schema_from_sqlite(path, db_id), values=values)
+    try:
+        engine = sa.create_engine(parsed)
+        try:
+            with engine.connect() as conn:
+                name = Path(parsed.database).stem if parsed.database else parsed.get_backend_name()
+                schema = _inspect(conn, db_id or name, values)
+        finally:
+            engine.dispose()
+    except Exception as err:  # driver missing, host unreachable, authentication, permissions...
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"cannot read database URL '{shown}': {first_line}") from None
+    return schema
+
+
+def _inspect(conn, db_id: str, values: int) -> Schema:
+    import sqlalchemy as sa
+
+    inspector = sa.inspect(conn)
+    tables, foreign_keys = [], []
+    for name in inspector.get_table_names():
+        columns = [
+            Column(name=c["name"], type=str(c["type"]).upper(), natural_name=natural_name(c["name"]))
+            for c in inspector.get_columns(name)
+        ]
+        pk = (inspector.get_pk_constraint(name) or {}).get("constrained_columns") or []
+        tables.append(Table(name, columns, [list(pk)] if pk else [], natural_name(name)))
+        for fk in inspector.get_foreign_keys(name):
+            for source, target in zip(fk["constrained_columns"], fk["referred_columns"]):
+                foreign_keys.append(ForeignKey(name, source, fk["referred_table"], target))
+        for column in columns if values > 0 else []:
+            ref = sa.column(column.name)
+            query = (
+                sa.select(ref).select_from(sa.table(name)).where(ref.is_not(None)).distinct().limit(values)
+            )
+            column.values = [plain_value(row[0]) for row in conn.execute(query)]
+    return Schema(db_id=db_id, tables=tables, foreign_keys=foreign_keys)
+
+
 def attach_samples(schema: Schema, values: int = 0, rows: int = 0) -> Schema:
     """Fill `Column.values` with up to `values` distinct non-null values and `Table.sample_rows` with
     up to `rows` rows, read from the schema's SQLite file. Tables or columns the file lacks are skipped."""
@@ -70,7 +151,7 @@ def attach_samples(schema: Schema, values: int = 0, rows: int = 0) -> Schema:
             for column in table.columns if values > 0 else []:
                 try:
                     column.values = [
-                        r[0]
+                        plain_value(r[0])
                         for r in conn.execute(
                             f"SELECT DISTINCT {_quote(column.name)} FROM {_quote(table.name)} "
                             f"WHERE {_quote(column.name)} IS NOT NULL AND {_quote(column.name)} != '' LIMIT ?",
@@ -83,7 +164,7 @@ def attach_samples(schema: Schema, values: int = 0, rows: int = 0) -> Schema:
                 selected = ", ".join(_quote(c.name) for c in table.columns)
                 try:
                     table.sample_rows = [
-                        list(r)
+                        [plain_value(v) for v in r]
                         for r in conn.execute(f"SELECT {selected} FROM {_quote(table.name)} LIMIT ?", (rows,))
                     ]
                 except Exception:

@@ -91,18 +91,21 @@ def quote_identifier(name: str) -> str:
 
 
 # ---- dbgpt -------------------------------------------------------------------------------------------
-def _dbgpt_column(column, with_values: bool) -> str:
-    if with_values and column.values:
-        return f"{column.name} ({', '.join(sql_literal(v) for v in column.values)})"
-    return column.name
+def _values(column, args: PromptArguments) -> str:
+    """Up to `sample_values` of the column's attached values as SQL literals ('' when none)."""
+    return ", ".join(sql_literal(v) for v in column.values[: args.sample_values])
+
+
+def _dbgpt_column(column, args: PromptArguments) -> str:
+    values = _values(column, args)
+    return f"{column.name} ({values})" if values else column.name
 
 
 def dbgpt_schema(schema: Schema, args: PromptArguments) -> str:
     """DB-GPT-Hub's schema sentences (sql_data_process.py), keys in tables.json order."""
-    with_values = args.sample_values > 0
     text = f"{schema.db_id} contains tables such as {', '.join(schema.table_names)}. "
     for table in schema.tables:
-        columns = ", ".join(_dbgpt_column(c, with_values) for c in table.columns)
+        columns = ", ".join(_dbgpt_column(c, args) for c in table.columns)
         text += f"Table {table.name} has columns such as {columns}. "
         for key in table.primary_keys:
             if len(key) == 1:
@@ -124,8 +127,9 @@ def _ddl_table(table: Table, schema: Schema, args: PromptArguments) -> str:
         line = "  " + quote_identifier(column.name)
         if args.include_types and column.type:
             line += " " + column.type
-        if args.sample_values > 0 and column.values:
-            line += " -- e.g. " + ", ".join(sql_literal(v) for v in column.values)
+        values = _values(column, args)
+        if values:
+            line += " -- e.g. " + values
         lines.append(line)
     constraints = [
         f"  PRIMARY KEY ({', '.join(quote_identifier(c) for c in key)})" for key in table.primary_keys

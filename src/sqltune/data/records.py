@@ -42,12 +42,21 @@ def to_record(example: Example, prompt: Prompt) -> dict:
     }
 
 
+def has_database(schema: Schema) -> bool:
+    return bool(schema.db_path) and Path(schema.db_path).is_file()
+
+
+def has_values(schema: Schema) -> bool:
+    """Whether sample values came with the schema (a SQLAlchemy URL, the rows of a WikiSQL table)."""
+    return any(column.values for table in schema.tables for column in table.columns)
+
+
 def prepare_schemas(schemas: dict[str, Schema], used: set[str], args: PromptArguments) -> dict[str, Schema]:
     """The schemas the examples use, with declared types (ddl) and sample values attached when asked."""
     prepared = {}
     for db_id in sorted(used):
         schema = schemas[db_id]
-        has_db = bool(schema.db_path) and Path(schema.db_path).is_file()
+        has_db = has_database(schema)
         if has_db and args.prompt_format == "ddl":
             schema = with_declared_types(schema)
         if has_db:
@@ -73,7 +82,7 @@ def build_records(data: SourceData, args: PromptArguments, strict: bool = False)
     usable = []
     for example in data.examples:
         schema = data.schemas[example.db_id]
-        if needs_db and not (schema.db_path and Path(schema.db_path).is_file()):
+        if needs_db and not (has_database(schema) or has_values(schema)):
             skips.add(
                 "database file missing (needed for sample values)", f"example {example.id} ({example.db_id})"
             )

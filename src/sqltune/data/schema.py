@@ -113,6 +113,39 @@ class Schema:
             db_path=data.get("db_path"),
         )
 
+    def to_spider(self) -> dict:
+        """This schema as a Spider-style tables.json entry (the inverse of `from_spider`)."""
+        columns: list[list] = [[-1, "*"]]
+        natural: list[list] = [[-1, "*"]]
+        types = ["text"]
+        index: dict[tuple[str, str], int] = {}
+        for table_index, table in enumerate(self.tables):
+            for column in table.columns:
+                index[(table.name, column.name)] = len(columns)
+                columns.append([table_index, column.name])
+                natural.append([table_index, column.natural_name or natural_name(column.name)])
+                types.append(spider_type(column.type))
+        primary: list = []
+        for table in self.tables:
+            for key in table.primary_keys:
+                ids = [index[(table.name, name)] for name in key]
+                primary.append(ids[0] if len(ids) == 1 else ids)
+        foreign = [
+            [index[(fk.table, fk.column)], index[(fk.ref_table, fk.ref_column)]]
+            for fk in self.foreign_keys
+            if (fk.table, fk.column) in index and (fk.ref_table, fk.ref_column) in index
+        ]
+        return {
+            "db_id": self.db_id,
+            "table_names_original": self.table_names,
+            "table_names": [t.natural_name or natural_name(t.name) for t in self.tables],
+            "column_names_original": columns,
+            "column_names": natural,
+            "column_types": types,
+            "primary_keys": primary,
+            "foreign_keys": foreign,
+        }
+
     # ---- sources -------------------------------------------------------------------------------------
     @classmethod
     def from_spider(
@@ -176,6 +209,22 @@ def natural_name(name: str) -> str:
     return re.sub(r"[_\s]+", " ", spaced).strip().lower()
 
 
+def spider_type(declared: str) -> str:
+    """A declared SQL type as Spider's coarse column type (text, number, time, boolean, others)."""
+    declared = (declared or "").upper()
+    if declared in ("TEXT", "NUMBER", "TIME", "BOOLEAN", "OTHERS"):
+        return declared.lower()
+    if any(word in declared for word in ("INT", "REAL", "FLOA", "DOUB", "NUM", "DEC")):
+        return "number"
+    if any(word in declared for word in ("DATE", "TIME", "YEAR")):
+        return "time"
+    if "BOOL" in declared:
+        return "boolean"
+    if not declared or any(word in declared for word in ("CHAR", "TEXT", "CLOB", "STRING")):
+        return "text"
+    return "others"
+
+
 def load_tables_json(path: str | Path, db_dir: str | Path | None = None) -> dict[str, Schema]:
     """Read a Spider-style tables.json into {db_id: Schema}; db files are attached when present."""
     from sqltune.files import read_json
@@ -194,9 +243,18 @@ def load_tables_json(path: str | Path, db_dir: str | Path | None = None) -> dict
 
 
 def find_db_file(db_dir: str | Path, db_id: str) -> Path | None:
-    """The SQLite file of `db_id` under db_dir (`<db_id>/<db_id>.sqlite`), or None when absent."""
-    folder = Path(db_dir) / db_id
-    for candidate in (folder / f"{db_id}.sqlite", folder / f"{db_id}.db"):
+    """The SQLite file of `db_id` under db_dir, or None when absent.
+
+    Spider's layout `<db_id>/<db_id>.sqlite` comes first; a flat `<db_id>.sqlite` (CHASE ships its
+    databases that way) is accepted too."""
+    db_dir = Path(db_dir)
+    folder = db_dir / db_id
+    for candidate in (
+        folder / f"{db_id}.sqlite",
+        folder / f"{db_id}.db",
+        db_dir / f"{db_id}.sqlite",
+        db_dir / f"{db_id}.db",
+    ):
         if candidate.is_file():
             return candidate
     return None

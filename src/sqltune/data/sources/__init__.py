@@ -22,6 +22,7 @@ class SourceData:
     read: int = 0  # records read, before skipping
     tables_path: str | None = None
     db_dir: str | None = None
+    database: str | None = None  # source=sqlite: the file or URL (password hidden)
 
 
 class Skips:
@@ -40,6 +41,14 @@ class Skips:
 # source name -> "module:function"; modules are imported only when used.
 READERS = {
     "spider": "sqltune.data.sources.spider:read_spider",
+    "bird": "sqltune.data.sources.bird:read_bird",
+    "sparc": "sqltune.data.sources.multiturn:read_multiturn",
+    "cosql": "sqltune.data.sources.multiturn:read_multiturn",
+    "chase": "sqltune.data.sources.multiturn:read_multiturn",
+    "wikisql": "sqltune.data.sources.wikisql:read_wikisql",
+    "sqlite": "sqltune.data.sources.own:read_sqlite",
+    "jsonl": "sqltune.data.sources.own:read_jsonl",
+    "demo": "sqltune.data.demo:read_demo",
 }
 
 

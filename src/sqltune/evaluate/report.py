@@ -1,0 +1,153 @@
+"""Summaries of scored examples: counts next to every rate, the official tables, a JSON report.
+
+The Spider summary reproduces the official evaluator's numbers: EX and EM per hardness level,
+partial-match accuracy/recall/F1 per clause (averaged the official way: accuracy over examples
+whose prediction has the clause, recall over those whose gold has it, F1 from the two averages,
+and 1 when both are 0), and for multi-turn files the per-turn rates and the interaction-level joint
+accuracy (an interaction counts only if every one of its turns is right).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+from sqltune.evaluate.bird import DIFFICULTIES, r_ves
+from sqltune.evaluate.spider.exact import CLAUSES
+from sqltune.evaluate.spider.hardness import LEVELS
+from sqltune.files import write_json
+
+TURNS = ("turn 1", "turn 2", "turn 3", "turn 4", "turn > 4")
+
+
+def _rate(rows: list[dict], key: str) -> dict | None:
+    scored = [row[key] for row in rows if row.get(key) is not None]
+    if not scored:
+        return None
+    correct = sum(scored)
+    return {"correct": correct, "count": len(scored), "rate": correct / len(scored)}
+
+
+def _partial(rows: list[dict]) -> dict:
+    out = {}
+    for clause in CLAUSES:
+        scores = [row["partial"][clause] for row in rows if row.get("partial")]
+        with_pred = [s["acc"] for s in scores if s["pred_total"] > 0]
+        with_gold = [s["rec"] for s in scores if s["label_total"] > 0]
+        acc = sum(with_pred) / len(with_pred) if with_pred else 0.0
+        rec = sum(with_gold) / len(with_gold) if with_gold else 0.0
+        f1 = 1.0 if acc == 0 and rec == 0 else 2 * acc * rec / (acc + rec)
+        out[clause] = {"acc": acc, "rec": rec, "f1": f1}
+    return out
+
+
+def _turn_name(turn: int) -> str:
+    return f"turn {turn}" if turn <= 4 else "turn > 4"
+
+
+def summarize(examples: list[dict], format: str, etype: str, multi_turn: bool) -> dict:
+    errors = Counter(_error_kind(row["error"]) for row in examples if row["error"])
+    if format == "bird":
+        levels = {}
+        for level in (*DIFFICULTIES, "all"):
+            rows = [r for r in examples if level == "all" or r.get("difficulty") == level]
+            rewards = [r["reward"] for r in rows if r.get("reward") is not None]
+            levels[level] = {
+                "count": len(rows),
+                "exec": _rate(rows, "exec"),
+                "r_ves": r_ves(rewards) if rewards else None,
+            }
+        return {"levels": levels, "errors": dict(errors)}
+    levels = {}
+    for level in (*LEVELS, "all"):
+        rows = [r for r in examples if level == "all" or r["hardness"] == level]
+        levels[level] = {"count": len(rows), "exec": _rate(rows, "exec"), "exact": _rate(rows, "exact")}
+        if etype != "exec":
+            levels[level]["partial"] = _partial(rows)
+    summary: dict = {"levels": levels, "errors": dict(errors)}
+    if multi_turn:
+        sessions: dict[int, list[dict]] = {}
+        for row in examples:
+            sessions.setdefault(row["session"], []).append(row)
+        joint = {"count": len(sessions)}
+        for key in ("exec", "exact"):
+            if any(row[key] is not None for row in examples):
+                correct = sum(all(r[key] == 1 for r in turns) for turns in sessions.values())
+                joint[key] = {"correct": correct, "count": len(sessions), "rate": correct / len(sessions)}
+        summary["joint"] = joint
+        summary["turns"] = {}
+        for name in TURNS:
+            rows = [r for r in examples if _turn_name(r["turn"]) == name]
+            summary["turns"][name] = {
+                "count": len(rows),
+                "exec": _rate(rows, "exec"),
+                "exact": _rate(rows, "exact"),
+            }
+    return summary
+
+
+def _error_kind(error: str) -> str:
+    """Group error messages for the summary: the database's message up to the first colon."""
+    for kind in ("gold query does not parse", "gold query failed"):
+        if error.startswith(kind):
+            return kind
+    return error.split(":")[0]
+
+
+def _cell(score: dict | None) -> str:
+    return "-" if score is None else f"{score['correct']} ({score['rate']:.3f})"
+
+
+def print_summary(report: dict, file=None) -> None:
+    """The familiar score table on the terminal (stderr by default), counts next to rates."""
+    from rich.console import Console
+    from rich.table import Table
+
+    summary, settings = report["summary"], report["settings"]
+    levels = list(summary["levels"])
+    table = Table(title=f"sqltune eval ({settings['format']}, {settings['database_variant']})")
+    table.add_column("")
+    columns = levels + (["joint"] if "joint" in summary else [])
+    for name in columns:
+        table.add_column(name, justify="right")
+    joint = summary.get("joint", {})
+    table.add_row(
+        "count",
+        *[str(summary["levels"][n]["count"]) for n in levels],
+        *([str(joint["count"])] if joint else []),
+    )
+    table.add_row(
+        "execution (EX)",
+        *[_cell(summary["levels"][n]["exec"]) for n in levels],
+        *([_cell(joint.get("exec"))] if joint else []),
+    )
+    if settings["format"] == "bird":
+        table.add_row("R-VES", *[_ves(summary["levels"][n]["r_ves"]) for n in levels])
+    else:
+        table.add_row(
+            "exact match (EM)",
+            *[_cell(summary["levels"][n]["exact"]) for n in levels],
+            *([_cell(joint.get("exact"))] if joint else []),
+        )
+        if "partial" in summary["levels"]["all"]:
+            for clause in CLAUSES:
+                cells = [f"{summary['levels'][n]['partial'][clause]['f1']:.3f}" for n in levels]
+                table.add_row(f"  F1 {clause}", *cells, *([""] if joint else []))
+    console = Console(file=file or sys.stderr)
+    console.width = max(console.width, 120)  # the official table is wide; never wrap its cells
+    console.print(table)
+    options = ", ".join(
+        f"{k}={settings[k]}" for k in ("etype", "plug_value", "keep_distinct", "timeout", "raw")
+    )
+    console.print(f"settings: {options}; {settings['evaluator_version']}")
+    if summary["errors"]:
+        console.print("errors: " + ", ".join(f"{n} {kind}" for kind, n in summary["errors"].items()))
+
+
+def _ves(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def write_report(path: str | Path, report: dict) -> None:
+    write_json(path, report)
