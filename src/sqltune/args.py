@@ -451,3 +451,35 @@ class AskArguments:
         _check_choice("infer_dtype", self.infer_dtype, INFER_DTYPES)
         if self.max_rows < 1 or self.timeout <= 0:
             raise ConfigError("max_rows must be >= 1 and timeout > 0")
+
+
+RUN_SOURCES = ("demo", "spider")
+
+
+@dataclass
+class RunArguments:
+    """`sqltune run`: the whole flow (data -> train -> predict -> evaluate) in one command.
+
+    The run directory is `output_dir`; model, fine-tuning, training, prompt and generation options
+    are those of `sqltune data`, `train` and `predict`.
+    """
+
+    source: str = field(default="demo", metadata=_help(f"data: one of {', '.join(RUN_SOURCES)}"))
+    spider_dir: str | None = field(default=None, metadata=_help("source=spider: the Spider folder"))
+    train_limit: int | None = field(default=None, metadata=_help("train on the first N examples"))
+    eval_limit: int | None = field(default=None, metadata=_help("evaluate on the first N dev questions"))
+    cutoff_len: int = field(default=1024, metadata=_help("max prompt + answer tokens (train and predict)"))
+    infer_batch_size: int = field(default=16, metadata=_help("questions decoded together when predicting"))
+    infer_dtype: str = field(default="auto", metadata=_help(f"one of {', '.join(INFER_DTYPES)}"))
+    before: bool = field(default=True, metadata=_help("also score the base model before fine-tuning"))
+    eval_timeout: float = field(default=30.0, metadata=_help("seconds a query may run when scoring"))
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        _check_choice("source", self.source, RUN_SOURCES)
+        _check_choice("infer_dtype", self.infer_dtype, INFER_DTYPES)
+        if self.source == "spider" and not self.spider_dir:
+            raise ConfigError("source=spider needs spider_dir=<the Spider folder>")
+        if self.cutoff_len < 8 or self.infer_batch_size < 1:
+            raise ConfigError("cutoff_len must be >= 8 and infer_batch_size >= 1")

@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqltune.evaluate.command:main",
         "score predictions: Spider EM/EX (official rules), BIRD EX/R-VES",
     ),
+    "run": (
+        "sqltune.pipeline.command:main",
+        "data -> train -> predict -> evaluate in one command, EX/EM before and after fine-tuning",
+    ),
     "export": (
         "sqltune.export:main",
         "merge a run's LoRA adapter into its base model and save it (safetensors shards)",

@@ -4,7 +4,7 @@ import sqlite3
 
 from sqltune.cli import main as cli
 from sqltune.db import execute
-from sqltune.infer.ask import Reply, show
+from sqltune.infer.ask import Reply, execute_url, show
 from tests.infer.conftest import write_concert_db
 
 
@@ -36,3 +36,19 @@ def test_ask_refuses_writes_and_bad_input(tmp_path, capsys):
     assert "no such SQLite file" in capsys.readouterr().err
     assert cli(["ask", "--db", str(db)]) == 2
     assert "give a database and a question" in capsys.readouterr().err
+
+
+def test_queries_through_sqlalchemy_are_read_only_and_limited(tmp_path):
+    url = f"sqlite+pysqlite:///{write_concert_db(tmp_path / 'concert.sqlite')}"
+    result = execute_url(url, "SELECT name FROM singer ORDER BY age", timeout=5, max_rows=2)
+    assert (
+        result.rows == [("Li",), ("Joe",)] and result.columns == ["name"] and result.error == "too many rows"
+    )
+    for sql, message in [
+        ("DELETE FROM singer", "only a single read-only query"),
+        ("SELECT 1; SELECT 2", "only a single read-only query"),
+        ("SELECT nme FROM singer", "no such column"),
+        ("SELEC name FROM", "not valid SQL"),
+    ]:
+        assert message in execute_url(url, sql, timeout=5, max_rows=5).error, sql
+    assert execute_url(url, "SELECT count(*) FROM singer", timeout=5, max_rows=5).rows == [(3,)]

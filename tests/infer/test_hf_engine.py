@@ -35,13 +35,15 @@ def one_at_a_time(engine, prompt, max_new_tokens, **options):
     return output[:, len(prompt) :].tolist()
 
 
+def answers_by_index(batches) -> dict:
+    return {i: group[0] for b in batches for i, group in zip(b.indices, b.candidates)}
+
+
 def test_batched_answers_equal_one_at_a_time_answers(diverse_model_dir):
     engine, prompts = engine_and_prompts(diverse_model_dir, batch_size=3)
     batches = list(engine.generate(prompts, GeneratingArguments(max_new_tokens=12)))
     assert [len(b.indices) for b in batches] == [3, 3, 1]
-    served = [len(prompts[i]) for b in batches for i in b.indices]
-    assert served == sorted(served, reverse=True)  # longest first: similar lengths share a batch
-    answers = {i: group[0] for b in batches for i, group in zip(b.indices, b.candidates)}
+    answers = answers_by_index(batches)
     assert sorted(answers) == list(range(len(prompts)))
     for index, prompt in enumerate(prompts):
         (tokens,) = one_at_a_time(engine, prompt, 12, do_sample=False)
@@ -50,14 +52,43 @@ def test_batched_answers_equal_one_at_a_time_answers(diverse_model_dir):
         assert answers[index].text == engine.tokenizer.decode(tokens[:length], skip_special_tokens=True)
     assert any(a.new_tokens < 12 for a in answers.values())  # some answers stopped at the EOS token
     assert len({a.text for a in answers.values()}) > 3
+    settings = GeneratingArguments(max_new_tokens=12, repetition_penalty=1.3)  # a logits processor too
+    answers = answers_by_index(engine.generate(prompts, settings))
+    for index, prompt in enumerate(prompts):
+        (tokens,) = one_at_a_time(engine, prompt, 12, do_sample=False, repetition_penalty=1.3)
+        length = engine.answer_length(tokens)
+        assert answers[index].text == engine.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+
+
+def test_a_shared_prompt_prefix_is_computed_once_without_changing_answers(diverse_model_dir, monkeypatch):
+    engine, prompts = engine_and_prompts(diverse_model_dir, batch_size=4)
+    schema = engine.tokenizer(" ".join(QUESTIONS * 3), add_special_tokens=False)["input_ids"]
+    shared = [schema + p for p in prompts]  # one long instruction + schema, then each question
+    prefills = []
+    prefill = engine.prefill
+    monkeypatch.setattr(
+        engine, "prefill", lambda prefix, rows: prefills.append(len(prefix)) or prefill(prefix, rows)
+    )
+    answers = answers_by_index(engine.generate(shared, GeneratingArguments(max_new_tokens=10)))
+    assert len(prefills) == 2 and min(prefills) >= len(schema)  # once per batch
+    for index, prompt in enumerate(shared):
+        (tokens,) = one_at_a_time(engine, prompt, 10, do_sample=False)
+        length = engine.answer_length(tokens)
+        assert answers[index].text == engine.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+    beams = answers_by_index(engine.generate(shared[:2], GeneratingArguments(max_new_tokens=6, num_beams=3)))
+    for index, prompt in enumerate(shared[:2]):
+        (tokens,) = one_at_a_time(engine, prompt, 6, num_beams=3, do_sample=False)
+        assert beams[index].text == engine.tokenizer.decode(
+            tokens[: engine.answer_length(tokens)], skip_special_tokens=True
+        )
 
 
 def test_generation_stops_at_template_stop_tokens(diverse_model_dir):
     engine, prompts = engine_and_prompts(diverse_model_dir, batch_size=8)
     firsts = [one_at_a_time(engine, p, 1, do_sample=False)[0][0] for p in prompts]
     engine.stop_ids = [*engine.stop_ids, *firsts]  # every answer's first token now ends it
-    (batch,) = engine.generate(prompts, GeneratingArguments(max_new_tokens=30))
-    assert all(group[0].new_tokens == 1 for group in batch.candidates)
+    batches = engine.generate(prompts, GeneratingArguments(max_new_tokens=30))
+    assert all(group[0].new_tokens == 1 for batch in batches for group in batch.candidates)
 
 
 def test_beam_candidates_come_best_first(diverse_model_dir):
@@ -75,8 +106,8 @@ def test_beam_candidates_come_best_first(diverse_model_dir):
 def test_sampled_candidates_are_ranked_by_their_log_probability(diverse_model_dir):
     engine, prompts = engine_and_prompts(diverse_model_dir, batch_size=4)
     settings = GeneratingArguments(max_new_tokens=8, do_sample=True, temperature=1.5, top_k=0, top_p=1.0)
-    (batch,) = engine.generate(prompts[:2], settings, candidates=5)
-    for group in batch.candidates:
+    batches = list(engine.generate(prompts[:2], settings, candidates=5))
+    for group in (g for batch in batches for g in batch.candidates):
         assert len(group) == 5 and all(c.logprob is not None and c.logprob < 0 for c in group)
         assert [c.logprob for c in group] == sorted((c.logprob for c in group), reverse=True)
         assert len({c.text for c in group}) > 1

@@ -3,10 +3,17 @@
     sqltune ask --db shop.sqlite "how many orders shipped last month?"
     sqltune ask --db shop.sqlite run_dir=saves/quickstart "which customer spent the most?"
 
+    sqltune ask --db postgresql://user:pw@host/shop "how many customers?"
+
 The database's schema is introspected, the question is prompted exactly as the model was trained
 (a run directory's prompt options and template; the embedded default model otherwise), and the SQL
 is executed read-only with a timeout and a row limit. The SQL goes to stdout first, then the rows
 as a table. The exit status is 0 when the query ran, 1 when the model's SQL failed.
+
+A SQLite file (or `sqlite:///` URL) is opened read-only by `sqltune.db`. Any other SQLAlchemy URL
+is introspected by `sqltune.data.introspect.schema_from_url`, and the SQL runs only if sqlglot
+parses it as a single query, inside a transaction that is rolled back (declared read-only, with a
+statement timeout, on PostgreSQL and MySQL).
 """
 
 from __future__ import annotations
@@ -30,22 +37,64 @@ class Reply:
     result: QueryResult
 
 
-def sqlite_path(db: str) -> Path:
-    """The SQLite file behind `db` (a path or a sqlite:/// URL)."""
-    path = Path(db[len("sqlite:///") :]) if db.startswith("sqlite:///") else Path(db)
-    if "://" in str(path):
-        raise ConfigError(f"db: only SQLite files and sqlite:/// URLs are supported, got {db}")
-    if not path.is_file():
-        raise ConfigError(f"db: no such SQLite file: {path}")
-    return path
+def read_schema(db: str, prompt: PromptArguments):
+    """The schema of a SQLite file or SQLAlchemy URL, with sample values when the prompt wants them."""
+    from sqltune.data.introspect import is_url, schema_from_sqlite, schema_from_url
+    from sqltune.data.records import prepare_schemas
+
+    if is_url(db):
+        schema = schema_from_url(db, values=prompt.sample_values)
+    elif not Path(db).is_file():
+        raise ConfigError(f"db: no such SQLite file: {db}")
+    else:
+        schema = schema_from_sqlite(db)
+    return prepare_schemas({schema.db_id: schema}, {schema.db_id}, prompt)[schema.db_id]
+
+
+def execute_url(url: str, sql: str, timeout: float, max_rows: int) -> QueryResult:
+    """Run one query through SQLAlchemy without changing anything (see the module docstring)."""
+    import time
+
+    import sqlalchemy as sa
+    import sqlglot
+
+    engine = sa.create_engine(url)
+    backend = engine.dialect.name
+    try:
+        statements = sqlglot.parse(
+            sql, read={"postgresql": "postgres", "mssql": "tsql"}.get(backend, backend)
+        )
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError) as err:
+        return QueryResult(error=f"not valid SQL: {str(err).splitlines()[0]}")
+    if len(statements) != 1 or not isinstance(statements[0], sqlglot.exp.Query):
+        return QueryResult(error="only a single read-only query is run")
+    began = time.perf_counter()
+    try:
+        with engine.connect() as conn, conn.begin() as transaction:
+            if backend == "postgresql":
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout * 1000)}")
+            elif backend == "mysql":
+                conn.exec_driver_sql(f"SET SESSION MAX_EXECUTION_TIME = {int(timeout * 1000)}")
+            cursor = conn.execute(sa.text(sql))
+            rows = [tuple(row) for row in cursor.fetchmany(max_rows + 1)]
+            result = QueryResult(rows[:max_rows], list(cursor.keys()))
+            if len(rows) > max_rows:
+                result.error = "too many rows"
+            transaction.rollback()
+    except sa.exc.SQLAlchemyError as err:
+        cause = getattr(err, "orig", None) or err
+        return QueryResult(error=f"{type(cause).__name__}: {str(cause).splitlines()[0]}")
+    finally:
+        engine.dispose()
+    result.seconds = time.perf_counter() - began
+    return result
 
 
 def ask(
     args: AskArguments, settings: GeneratingArguments, model_args: ModelArguments, prompt: PromptArguments
 ) -> Reply:
     from sqltune.data.example import Example
-    from sqltune.data.introspect import schema_from_sqlite
-    from sqltune.data.records import prepare_schemas
     from sqltune.infer.answers import answer
     from sqltune.infer.engine import model_source, open_engine
     from sqltune.infer.questions import prompt_arguments_from_card, token_budget
@@ -54,20 +103,22 @@ def ask(
 
     if not args.db or not args.question:
         raise ConfigError('give a database and a question: sqltune ask --db my.sqlite "question"')
-    path = sqlite_path(args.db)
     source = model_source(args.run_dir, model_args)
     prompt_args = prompt_arguments_from_card(source.card) or prompt
-    schema = schema_from_sqlite(path)
-    schema = prepare_schemas({schema.db_id: schema}, {schema.db_id}, prompt_args)[schema.db_id]
+    schema = read_schema(args.db, prompt_args)
     engine = open_engine(source, dtype=args.infer_dtype, batch_size=1)
     template = get_template(source.template, engine.tokenizer)
     budget = token_budget(args.cutoff_len, source.card, settings.max_new_tokens)
     example = Example(id="ask", db_id=schema.db_id, question=args.question, sql="")
     fitted = fit_to_budget(example, schema, prompt_args, template, engine.tokenizer, budget)
-    ((_, reply),) = next(answer(engine, [fitted.prompt_ids], settings, [str(path)]))
+    ((_, reply),) = next(answer(engine, [fitted.prompt_ids], settings, [schema.db_path]))
     if not reply.sql:
-        return Reply("", reply.raw, QueryResult(error=f"no SQL in the model's answer {reply.raw!r}"))
-    return Reply(reply.sql, reply.raw, execute(path, reply.sql, timeout=args.timeout, max_rows=args.max_rows))
+        result = QueryResult(error=f"no SQL in the model's answer {reply.raw!r}")
+    elif schema.db_path:
+        result = execute(schema.db_path, reply.sql, timeout=args.timeout, max_rows=args.max_rows)
+    else:
+        result = execute_url(args.db, reply.sql, args.timeout, args.max_rows)
+    return Reply(reply.sql, reply.raw, result)
 
 
 def show(reply: Reply, max_rows: int) -> None:

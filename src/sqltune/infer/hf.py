@@ -1,19 +1,24 @@
 """The transformers engine: batched `generate` on CPU or GPU.
 
-What makes it fast compared with asking one question at a time:
+What makes it several times faster than asking one question at a time (docs/benchmarks.md):
 
-* questions are sorted by prompt length and answered `batch_size` at a time, so a batch pads little;
-* prompts are padded on the left, so every row's next token is at the same position and the KV
-  cache of the whole batch advances together;
-* generation stops for the batch as soon as every row has produced a stop token (the tokenizer's
-  EOS or the template's end-of-turn token), instead of running to `max_new_tokens`;
-* a LoRA adapter is merged into the weights in memory (the extra adapter matmuls of every layer
-  cost more than they are worth at inference), and the model runs in bfloat16 where the hardware
-  does that fast (`sqltune.infer.engine.fast_dtype`).
+* questions are answered `batch_size` at a time, padded, with the KV cache of the whole batch
+  advancing together; a batch stops as soon as every row has produced a stop token (the
+  tokenizer's EOS or the template's end-of-turn token) instead of running to `max_new_tokens`;
+* prompts are sorted token by token, so a batch holds questions about the same database, which
+  begin with the same instruction and schema. That shared prefix is computed once and its KV cache
+  repeated for every row (transformers' prompt-cache reuse); each row then only adds its question.
+  The rows are laid out as prefix, padding, question, and the attention mask hides the padding;
+  without a shared prefix this is plain left padding;
+* a LoRA adapter is merged into the weights in memory (the adapter matmuls of every layer cost more
+  than they are worth at inference); the dtype is chosen by `sqltune.infer.engine.fast_dtype`.
+
+Several candidates per question are the best beams, or samples ranked by their mean log-probability.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 
@@ -22,6 +27,8 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from sqltune.args import GeneratingArguments
 from sqltune.infer.engine import Batch, Candidate, ModelSource, is_quantized, stop_token_ids
+
+MIN_SHARED_PREFIX = 32  # prompt tokens a batch must share before computing them once is worth it
 
 
 class ChosenTokenLogprobs(LogitsProcessor):
@@ -99,15 +106,6 @@ class HfEngine:
             options.update(do_sample=False, num_beams=max(settings.num_beams, candidates))
         return GenerationConfig(**options)
 
-    def left_pad(self, prompts: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
-        return input_ids.to(self.model.device), attention_mask.to(self.model.device)
-
     def answer_length(self, tokens: list[int]) -> int:
         """Tokens up to and including the first stop token (all of them when none was generated)."""
         for position, token in enumerate(tokens):
@@ -115,38 +113,87 @@ class HfEngine:
                 return position + 1
         return len(tokens)
 
+    def candidate(self, tokens: list[int], logprobs: list[float] | None = None) -> Candidate:
+        length = self.answer_length(tokens)
+        text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+        mean = sum(logprobs[:length]) / length if logprobs and length else None
+        return Candidate(text, length, mean)
+
     def generate(
         self, prompts: Sequence[list[int]], settings: GeneratingArguments, candidates: int = 1
     ) -> Iterator[Batch]:
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
         config = self.generation_config(settings, candidates)
+        width = max(settings.num_beams, candidates)
+        rows_per_prompt = candidates if settings.do_sample else width  # rows generate makes of a prompt
+        # Token-wise sorting puts prompts with the same instruction and schema next to each other, so a
+        # batch shares a long prefix; their lengths then differ only by their questions.
+        order = sorted(range(len(prompts)), key=lambda i: prompts[i])
         torch.manual_seed(self.seed)
         for start in range(0, len(order), self.batch_size):
             began = time.perf_counter()
             indices = order[start : start + self.batch_size]
-            input_ids, attention_mask = self.left_pad([prompts[i] for i in indices])
+            rows = [prompts[i] for i in indices]
+            prefix = shared_prefix(rows)
+            cache = (
+                self.prefill(prefix, len(rows) * rows_per_prompt)
+                if len(prefix) >= MIN_SHARED_PREFIX
+                else None
+            )
+            input_ids, attention_mask = self.pad(rows, len(prefix) if cache is not None else 0)
             recorder = ChosenTokenLogprobs() if settings.do_sample and candidates > 1 else None
             with torch.inference_mode():
                 output = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
+                    cache=cache,
                     generation_config=config,
                     logits_processor=LogitsProcessorList([recorder] if recorder else []),
                 )
             new = output[:, input_ids.shape[1] :]
-            logprobs = recorder.per_token(new).cpu() if recorder and new.shape[1] else None
-            rows = new.cpu().tolist()
-            answers: list[list[Candidate]] = []
+            logprobs = recorder.per_token(new).tolist() if recorder and new.shape[1] else None
+            tokens = new.cpu().tolist()
+            answers = []
             for q in range(len(indices)):
-                group = []
-                for row in range(q * candidates, (q + 1) * candidates):
-                    length = self.answer_length(rows[row])
-                    text = self.tokenizer.decode(rows[row][:length], skip_special_tokens=True)
-                    mean = float(logprobs[row, :length].mean()) if logprobs is not None and length else None
-                    group.append(Candidate(text, length, mean))
+                group = [
+                    self.candidate(tokens[r], logprobs[r] if logprobs else None)
+                    for r in range(q * candidates, (q + 1) * candidates)
+                ]
                 if recorder is not None:  # samples come in random order; beams come best first
-                    group.sort(
-                        key=lambda c: c.logprob if c.logprob is not None else float("-inf"), reverse=True
-                    )
+                    group.sort(key=_likelihood, reverse=True)
                 answers.append(group)
             yield Batch(indices, answers, time.perf_counter() - began)
+
+    def prefill(self, prefix: list[int], rows: int):
+        """The KV cache of `prefix`, computed once and repeated for `rows` rows (transformers' way of
+        reusing a prompt cache: `generate` then computes only the tokens after it)."""
+        with torch.inference_mode():
+            output = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True)
+        cache = output.cache
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+    def pad(self, prompts: Sequence[list[int]], shared: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of `shared` prefix tokens, then padding, then each prompt's own tokens (left padding
+        when nothing is shared). The attention mask hides the padding, and transformers derives each
+        token's position from the mask, so a row reads exactly as its prompt alone."""
+        tail = max(len(p) for p in prompts) - shared
+        input_ids = torch.full((len(prompts), shared + tail), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, ids in enumerate(prompts):
+            input_ids[row, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
+            attention_mask[row, :shared] = 1
+            own = len(ids) - shared
+            input_ids[row, shared + tail - own :] = torch.tensor(ids[shared:], dtype=torch.long)
+            attention_mask[row, shared + tail - own :] = 1
+        return input_ids.to(self.model.device), attention_mask.to(self.model.device)
+
+
+def shared_prefix(prompts: Sequence[list[int]]) -> list[int]:
+    """The tokens every prompt starts with, leaving each prompt at least one token of its own (the
+    last prompt token must go through the model to predict the first answer token)."""
+    prefix = os.path.commonprefix([list(p) for p in prompts])
+    return prefix[: min(len(prefix), min(len(p) for p in prompts) - 1)]
+
+
+def _likelihood(candidate: Candidate) -> float:
+    return candidate.logprob if candidate.logprob is not None else float("-inf")

@@ -1,0 +1,1 @@
+"""`sqltune run`: the whole flow in one command, and its before/after report."""

@@ -1,0 +1,205 @@
+"""`sqltune run`: data -> train -> predict -> evaluate, before and after fine-tuning, in one command.
+
+    sqltune run configs/quickstart.yaml
+    sqltune run configs/quickstart.yaml output_dir=outputs/mine max_steps=30
+    sqltune run configs/spider_smollm2.yaml spider_dir=../shared/data/spider
+
+Each step calls the same function as its own command and leaves the same files, all inside the run
+directory (`output_dir`): `data/` (the train and dev datasets and the dev gold file), the trained run
+(adapter, tokenizer, run card, loss curve), `predictions/before.jsonl` and `after.jsonl`,
+`eval/before.json` and `after.json`, and finally `report.md`, `report.json` and `report.png`
+(`sqltune.pipeline.report`). "Before" is the base model answering with the same template, prompt
+format and generation settings as the fine-tuned one, so the gain is the fine-tuning's alone.
+
+Rerunning the command continues: a finished training run is reused (`overwrite_output_dir=true`
+trains again, and then predicts "after" again), predictions resume where they stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from sqltune.args import (
+    DataArguments,
+    FinetuningArguments,
+    GeneratingArguments,
+    ModelArguments,
+    PredictArguments,
+    PromptArguments,
+    RunArguments,
+    SourceArguments,
+)
+from sqltune.config import format_help, parse_args
+from sqltune.runcard import RUN_CARD, RunCard
+
+DATA = "data"
+
+
+def groups() -> tuple:
+    from sqltune.train.arguments import TrainingArguments
+
+    return (
+        RunArguments,
+        ModelArguments,
+        FinetuningArguments,
+        TrainingArguments,
+        PromptArguments,
+        GeneratingArguments,
+    )
+
+
+def build_data(run: RunArguments, prompt: PromptArguments, data_dir: Path, seed: int) -> tuple[str, str]:
+    """Build the train and dev datasets of `run.source`; returns their names."""
+    from sqltune.data.command import run_data
+
+    for split, limit in (("train", run.train_limit), ("dev", run.eval_limit)):
+        source = SourceArguments(
+            source=run.source,
+            data_dir=run.spider_dir,
+            split=split,
+            output_dir=str(data_dir),
+            limit=limit,
+            seed=seed,
+        )
+        run_data(source, prompt)
+    dev = f"{run.source}_dev"
+    keep_questions_with_databases(data_dir, dev)
+    return f"{run.source}_train", dev
+
+
+def keep_questions_with_databases(data_dir: Path, name: str) -> None:
+    """Drop the dev questions whose database file is missing (Spider's wta_1): they cannot be
+    executed, so they would only count as errors in EX."""
+    from sqltune.data.records import BuildResult, load_dataset, write_dataset
+
+    dataset = load_dataset(data_dir, name)
+    present = [Path(dataset.schemas[e.db_id].db_path or "").is_file() for e in dataset.examples]
+    if all(present):
+        return
+    missing = sorted({e.db_id for e, ok in zip(dataset.examples, present) if not ok})
+    examples = [e for e, ok in zip(dataset.examples, present) if ok]
+    result = BuildResult(
+        records=[r for r, ok in zip(dataset.records, present) if ok],
+        examples=examples,
+        schemas={k: v for k, v in dataset.schemas.items() if k in {e.db_id for e in examples}},
+    )
+    info = {k: v for k, v in dataset.entry["sqltune"].items() if k not in ("examples", "schemas", "count")}
+    write_dataset(data_dir, name, result, info)
+    print(
+        f"{name}: {len(present) - len(examples)} question(s) left out, database file missing: {', '.join(missing)}",
+        file=sys.stderr,
+    )
+
+
+def write_gold(data_dir: Path, name: str) -> Path:
+    """The dev gold queries as `SQL<TAB>db_id` lines, in dataset order (the evaluator's input)."""
+    from sqltune.data.records import load_dataset
+    from sqltune.files import write_text
+
+    dataset = load_dataset(data_dir, name)
+    path = data_dir / f"{name}_gold.sql"
+    write_text(path, "".join(f"{' '.join(e.sql.split())}\t{e.db_id}\n" for e in dataset.examples))
+    return path
+
+
+def train_step(
+    model_args: ModelArguments,
+    finetuning: FinetuningArguments,
+    training,
+    run: RunArguments,
+    data_dir: Path,
+    name: str,
+) -> tuple[RunCard, bool]:
+    """Train, or reuse the finished run in the run directory; returns (card, trained now)."""
+    from sqltune.train.command import run_train
+
+    run_dir = Path(training.output_dir)
+    if (run_dir / RUN_CARD).is_file() and not training.overwrite_output_dir:
+        print(
+            f"reusing the trained run in {run_dir} (overwrite_output_dir=true trains again)", file=sys.stderr
+        )
+        return RunCard.load(run_dir), False
+    data_args = DataArguments(dataset=name, dataset_dir=str(data_dir), cutoff_len=run.cutoff_len)
+    return run_train(model_args, data_args, finetuning, training), True
+
+
+def predict_and_score(
+    label: str,
+    model_args: ModelArguments,
+    run_dir: Path,
+    trained_run: Path | None,
+    run: RunArguments,
+    settings: GeneratingArguments,
+    dev: str,
+    seed: int,
+    overwrite: bool,
+) -> dict:
+    """Answer the dev questions with one model and score them; returns the evaluation report."""
+    from sqltune.data.records import dataset_entry
+    from sqltune.evaluate.run import evaluate
+    from sqltune.infer.command import run_predict
+
+    data_dir = run_dir / DATA
+    args = PredictArguments(
+        run_dir=str(trained_run) if trained_run else None,
+        dataset=dev,
+        dataset_dir=str(data_dir),
+        output=str(run_dir / "predictions" / f"{label}.jsonl"),
+        batch_size=run.infer_batch_size,
+        cutoff_len=run.cutoff_len,
+        infer_dtype=run.infer_dtype,
+        seed=seed,
+        overwrite=overwrite,
+    )
+    summary = run_predict(model_args, args, settings)
+    entry = dataset_entry(data_dir, dev)["sqltune"]
+    report = evaluate(
+        args.output,
+        write_gold(data_dir, dev),
+        entry["db_dir"],
+        entry["tables"],
+        timeout=run.eval_timeout,
+        output=run_dir / "eval" / f"{label}.json",
+    )
+    report["prediction"] = {"questions_per_second": round(summary.questions_per_second, 3)}
+    return report
+
+
+def run_pipeline(
+    run: RunArguments,
+    model_args: ModelArguments,
+    finetuning: FinetuningArguments,
+    training,
+    prompt: PromptArguments,
+    settings: GeneratingArguments,
+) -> dict:
+    """The whole flow; returns the report (also written as report.json/.md/.png)."""
+    import dataclasses
+
+    from sqltune.pipeline.report import print_table, write_reports
+
+    run_dir = Path(training.output_dir)
+    data_dir = run_dir / DATA
+    train_name, dev = build_data(run, prompt, data_dir, training.seed)
+    card, trained = train_step(model_args, finetuning, training, run, data_dir, train_name)
+    reports = {}
+    if run.before:  # the base model, asked exactly as the fine-tuned one will be
+        base = dataclasses.replace(model_args, adapter_name_or_path=None, template=card.template)
+        reports["before"] = predict_and_score(
+            "before", base, run_dir, None, run, settings, dev, training.seed, False
+        )
+    reports["after"] = predict_and_score(
+        "after", ModelArguments(), run_dir, run_dir, run, settings, dev, training.seed, overwrite=trained
+    )
+    report = write_reports(run_dir, reports, card)
+    print_table(report, run_dir)
+    return report
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(format_help(groups(), "run"))
+        return 0
+    run_pipeline(*parse_args(groups(), argv))
+    return 0

@@ -1,0 +1,167 @@
+"""The report of `sqltune run`: EX/EM before and after fine-tuning, as a table, JSON, Markdown and a plot.
+
+`report.json` holds, for "before" (the base model) and "after" (the fine-tuned run), `ex`, `em` and
+`n` (questions scored) plus the same by Spider hardness level, next to the training metrics and the
+settings that produced them. `report.png` shows the training loss curve beside EX by hardness.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqltune.evaluate.spider.hardness import LEVELS
+from sqltune.files import write_json, write_text
+from sqltune.runcard import RunCard
+
+LABELS = {"before": "before (base model)", "after": "after fine-tuning"}
+
+
+def _rate(score: dict | None) -> float | None:
+    return None if score is None else score["rate"]
+
+
+def scores(evaluation: dict) -> dict:
+    """EX, EM and counts, overall and by hardness, from an evaluation report."""
+    levels = evaluation["summary"]["levels"]
+
+    def level(name: str) -> dict:
+        entry = levels[name]
+        return {"ex": _rate(entry["exec"]), "em": _rate(entry["exact"]), "n": entry["count"]}
+
+    return {
+        **level("all"),
+        "by_hardness": {name: level(name) for name in LEVELS if levels[name]["count"]},
+        "errors": evaluation["summary"]["errors"],
+        "questions_per_second": evaluation["prediction"]["questions_per_second"],
+    }
+
+
+def write_reports(run_dir: Path, evaluations: dict[str, dict], card: RunCard) -> dict:
+    """Write report.json, report.md and report.png into the run directory; return the report."""
+    settings = next(iter(evaluations.values()))["settings"]
+    report = {label: scores(evaluation) for label, evaluation in evaluations.items()}
+    report["run"] = {
+        "run_dir": str(run_dir),
+        "model": card.model_name_or_path,
+        "finetuning_type": card.finetuning_type,
+        "template": card.template,
+        "prompt_format": card.prompt_format,
+        "datasets": card.datasets,
+        "train": {
+            k: card.metrics.get(k) for k in ("train_examples", "train_steps", "train_loss", "train_runtime_s")
+        },
+    }
+    report["evaluation"] = {
+        k: settings[k] for k in ("gold", "database_variant", "timeout", "evaluator_version")
+    }
+    write_json(run_dir / "report.json", report)
+    plot(run_dir / "report.png", run_dir / "trainer_state.json", report)
+    write_text(run_dir / "report.md", markdown(report))
+    return report
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _gain(report: dict, key: str) -> str:
+    if "before" not in report or report["before"][key] is None or report["after"][key] is None:
+        return "-"
+    return f"{report['after'][key] - report['before'][key]:+.3f}"
+
+
+def markdown(report: dict) -> str:
+    run = report["run"]
+    labels = [label for label in LABELS if label in report]
+    lines = [
+        f"# sqltune run: {run['run_dir']}",
+        "",
+        f"{run['model']}, {run['finetuning_type']} fine-tuning on {', '.join(run['datasets'])} "
+        f"({run['train']['train_examples']} examples, {run['train']['train_steps']} steps, "
+        f"{run['train']['train_runtime_s']} s), template {run['template']}, prompt format {run['prompt_format']}.",
+        "",
+        "| | EX | EM | questions |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {LABELS[k]} | {_fmt(report[k]['ex'])} | {_fmt(report[k]['em'])} | {report[k]['n']} |"
+        for k in labels
+    ]
+    if "before" in report:
+        lines.append(f"| gain | {_gain(report, 'ex')} | {_gain(report, 'em')} | |")
+    lines += [
+        "",
+        "By hardness (EX / EM):",
+        "",
+        "| hardness | questions | " + " | ".join(LABELS[k] for k in labels) + " |",
+    ]
+    lines.append("| --- | ---: |" + " ---: |" * len(labels))
+    for level, entry in report["after"]["by_hardness"].items():
+        cells = [
+            f"{_fmt(report[k]['by_hardness'][level]['ex'])} / {_fmt(report[k]['by_hardness'][level]['em'])}"
+            for k in labels
+        ]
+        lines.append(f"| {level} | {entry['n']} | " + " | ".join(cells) + " |")
+    evaluation = report["evaluation"]
+    lines += [
+        "",
+        f"Evaluated with {evaluation['evaluator_version']} against {evaluation['gold']} "
+        f"({evaluation['database_variant']}, {evaluation['timeout']} s per query); EX = execution match, "
+        "EM = Spider exact set match.",
+        "",
+        "![training loss and EX by hardness](report.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(path: Path, trainer_state: Path, report: dict) -> Path:
+    """Training loss by step (left) beside EX by hardness before and after (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = json.loads(trainer_state.read_text())["log_history"] if trainer_state.is_file() else []
+    steps = [(row["step"], row["loss"]) for row in history if "loss" in row]
+    figure, (loss_axes, ex_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    if steps:
+        loss_axes.plot(*zip(*steps), "-o", markersize=3)
+    loss_axes.set(title="training loss", xlabel="step", ylabel="loss")
+    loss_axes.grid(alpha=0.3)
+    levels = [*report["after"]["by_hardness"], "all"]
+    labels = [label for label in LABELS if label in report]
+    width = 0.8 / len(labels)
+    for offset, label in enumerate(labels):
+        values = [
+            (report[label]["by_hardness"].get(level, {}).get("ex") if level != "all" else report[label]["ex"])
+            or 0.0
+            for level in levels
+        ]
+        ex_axes.bar([i + offset * width for i in range(len(levels))], values, width, label=LABELS[label])
+    ex_axes.set_xticks([i + width * (len(labels) - 1) / 2 for i in range(len(levels))], levels)
+    ex_axes.set(title="execution accuracy (EX) by hardness", ylim=(0, 1))
+    ex_axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def print_table(report: dict, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sqltune run: {run_dir}")
+    for column in ("", "EX", "EM", "questions"):
+        table.add_column(column, justify="right" if column else "left")
+    for label in (k for k in LABELS if k in report):
+        table.add_row(
+            LABELS[label], _fmt(report[label]["ex"]), _fmt(report[label]["em"]), str(report[label]["n"])
+        )
+    if "before" in report:
+        table.add_row("gain", _gain(report, "ex"), _gain(report, "em"), "")
+    console = Console()  # the result of the whole command: stdout
+    console.print(table)
+    console.print(f"report: {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")

@@ -1,0 +1,35 @@
+"""`sqltune run configs/quickstart.yaml` end to end, on the embedded SmolLM2 and the demo databases,
+shortened through overrides (fewer steps and questions) to keep the suite fast."""
+
+import json
+from pathlib import Path
+
+from sqltune.cli import main as cli
+from sqltune.files import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+SHORT = ["max_steps=3", "per_device_train_batch_size=4", "eval_limit=6", "max_new_tokens=32", "use_cpu=true"]
+
+
+def test_quickstart_runs_end_to_end_and_continues(tmp_path, capsys):
+    out = tmp_path / "quickstart"
+    assert cli(["run", str(ROOT / "configs" / "quickstart.yaml"), f"output_dir={out}", *SHORT]) == 0
+    table = capsys.readouterr().out
+    assert "before (base model)" in table and "after fine-tuning" in table and "gain" in table
+
+    report = json.loads((out / "report.json").read_text())
+    for label in ("before", "after"):
+        assert report[label]["n"] == 6 and 0 <= report[label]["ex"] <= 1 and 0 <= report[label]["em"] <= 1
+        assert sum(level["n"] for level in report[label]["by_hardness"].values()) == 6
+        assert len(read_jsonl(out / "predictions" / f"{label}.jsonl")) == 6
+        assert (out / "eval" / f"{label}.json").is_file()
+    assert report["run"]["train"]["train_steps"] == 3 and report["run"]["prompt_format"] == "ddl"
+    markdown = (out / "report.md").read_text()
+    assert "| before (base model) |" in markdown and "| after fine-tuning |" in markdown
+    assert (out / "report.png").stat().st_size > 10_000
+    assert (out / "adapter_model.safetensors").is_file() and (out / "data" / "demo_dev_gold.sql").is_file()
+
+    assert cli(["run", str(ROOT / "configs" / "quickstart.yaml"), f"output_dir={out}", *SHORT]) == 0
+    err = capsys.readouterr().err
+    assert "reusing the trained run" in err and "6 (0 answered now)" in err
+    assert json.loads((out / "report.json").read_text())["after"] == report["after"]
