@@ -219,10 +219,20 @@ def launch(argv: list[str], processes: int) -> int:
     return subprocess.call(command, env=env)
 
 
+def use_cpu_processes() -> None:
+    """Under torchrun without a GPU, tell accelerate to run one CPU process per rank (gloo); it
+    otherwise sees no device to parallelise over and trains each process alone."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(format_help(GROUPS, "train"))
         return 0
+    use_cpu_processes()
     model_args, data_args, finetuning_args, training_args = parse_args(GROUPS, argv)
     if training_args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         return launch(argv, training_args.nproc_per_node)
