@@ -66,9 +66,10 @@ class SftTrainer(Trainer):
             self.train_tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
         outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
-        total, count = response_loss_sum(
-            outputs.hidden_states[-1], labels, head, self.finetuning_args.loss_chunk_size
-        )
+        with self.accelerator.autocast():  # the model's forward ran under it; the head runs here
+            total, count = response_loss_sum(
+                outputs.hidden_states[-1], labels, head, self.finetuning_args.loss_chunk_size
+            )
         if num_items_in_batch is None:
             loss = total / max(count, 1)
         else:
