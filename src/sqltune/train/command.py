@@ -67,8 +67,8 @@ def return_large_frees_to_the_system() -> None:
     at batch 8 x 512 peaked at 6.2 GB instead of about 4 GB. Pinning the threshold at 1 MiB keeps
     each large tensor in its own mapping, returned to the system when freed.
     """
-    if not sys.platform.startswith("linux"):
-        return
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return  # not glibc, or the user chose a threshold
     import contextlib
     import ctypes
 
