@@ -36,8 +36,7 @@ SQLTUNE_VARIANTS = {
     "sqltune bf16 full-vocab loss": {"bf16": True, "_loss": "full"},
     "sqltune bf16 packing": {"bf16": True, "packing": True},
     "sqltune bf16 compile": {"bf16": True, "torch_compile": True},
-    # glibc's own large-allocation policy instead of sqltune's 1 MiB mmap threshold
-    "sqltune bf16 glibc heap": {"bf16": True, "_env": {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}},
+    "sqltune bf16 low-memory allocator": {"bf16": True, "low_memory_allocator": True},
     "sqltune bf16 gradient checkpointing": {"bf16": True, "gradient_checkpointing": True},
 }
 LF_VARIANTS = {
