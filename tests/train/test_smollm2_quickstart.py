@@ -31,7 +31,7 @@ def test_quickstart_recipe_on_smollm2(tmp_path):
     out = tmp_path / "run"
     overrides = [
         "max_steps=5",
-        "per_device_train_batch_size=4",
+        "per_device_train_batch_size=2",
         "logging_steps=1",
         "warmup_steps=0",
         "lr_scheduler_type=constant",
