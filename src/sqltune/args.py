@@ -125,3 +125,172 @@ class EvalArguments:
             raise ConfigError(f"format: unknown '{self.format}', choose spider or bird")
         if self.timeout <= 0 or self.workers < 0 or self.max_rows < 1 or self.ves_repeats < 0:
             raise ConfigError("timeout must be > 0; workers, max_rows and ves_repeats must not be negative")
+
+
+# ---- training ----------------------------------------------------------------------------------------
+TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
+ROPE_SCALINGS = ("linear", "dynamic", "yarn", "llama3")
+FINETUNING_TYPES = ("lora", "freeze", "full")
+
+
+def _names(value: str | list[str] | None) -> list[str]:
+    """A comma-separated string (command line) or a YAML list, as a clean list of names."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return [item.strip() for item in items if item.strip()]
+
+
+def _check_choice(name: str, value: object, choices: tuple) -> None:
+    from sqltune.errors import ConfigError
+
+    if value is not None and value not in choices:
+        raise ConfigError(f"{name}: unknown '{value}', choose one of {', '.join(map(str, choices))}")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to load and how (`train`, and `predict`/`export` when they do not read a run card)."""
+
+    model_name_or_path: str = field(
+        default="smollm2-135m",
+        metadata=_help("model directory, a .gguf file, or 'smollm2-135m' (the embedded default)"),
+    )
+    adapter_name_or_path: str | None = field(
+        default=None, metadata=_help("a LoRA adapter directory to load (and keep training)")
+    )
+    template: str = field(
+        default="auto",
+        metadata=_help("chat template: auto (the tokenizer's own, else default), hf, default, llama2, ..."),
+    )
+    torch_dtype: str = field(default="auto", metadata=_help(f"one of {', '.join(TORCH_DTYPES)}"))
+    attn_implementation: str | None = field(
+        default=None, metadata=_help(f"one of {', '.join(ATTN_IMPLEMENTATIONS)} (default: the model's)")
+    )
+    rope_scaling: str | None = field(default=None, metadata=_help(f"one of {', '.join(ROPE_SCALINGS)}"))
+    rope_factor: float = field(default=2.0, metadata=_help("context extension factor for rope_scaling"))
+    quantization_bit: int | None = field(
+        default=None, metadata=_help("4 or 8: load the base model quantised with bitsandbytes (QLoRA, GPU)")
+    )
+    quantization_type: str = field(default="nf4", metadata=_help("4-bit data type: nf4 or fp4"))
+    double_quantization: bool = field(
+        default=True, metadata=_help("4-bit: quantise the quantisation constants")
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata=_help("allow model code shipped with the checkpoint")
+    )
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        _check_choice("torch_dtype", self.torch_dtype, TORCH_DTYPES)
+        _check_choice("attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
+        _check_choice("rope_scaling", self.rope_scaling, ROPE_SCALINGS)
+        _check_choice("quantization_bit", self.quantization_bit, (4, 8))
+        _check_choice("quantization_type", self.quantization_type, ("nf4", "fp4"))
+        if self.rope_factor <= 1.0 and self.rope_scaling:
+            raise ConfigError("rope_factor: must be > 1 to extend the context")
+
+
+@dataclass
+class DataArguments:
+    """Which registered datasets to train on and how to turn them into token sequences."""
+
+    dataset: str | None = field(
+        default=None, metadata=_help("registered dataset name(s), comma-separated (see dataset_info.json)")
+    )
+    dataset_dir: str = field(default="data", metadata=_help("folder holding dataset_info.json"))
+    eval_dataset: str | None = field(default=None, metadata=_help("registered dataset(s) for eval loss"))
+    cutoff_len: int = field(
+        default=1024,
+        metadata=_help("max tokens of prompt + response; longer prompts lose schema, never the question"),
+    )
+    val_size: float = field(
+        default=0.0, metadata=_help("hold out this fraction (< 1) or number (>= 1) of examples for eval")
+    )
+    packing: bool = field(
+        default=False, metadata=_help("padding-free batches (sequences concatenated, attention kept apart)")
+    )
+    max_samples: int | None = field(
+        default=None, metadata=_help("use at most this many examples per dataset")
+    )
+
+    @property
+    def dataset_names(self) -> list[str]:
+        return _names(self.dataset)
+
+    @property
+    def eval_dataset_names(self) -> list[str]:
+        return _names(self.eval_dataset)
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        if self.cutoff_len < 8:
+            raise ConfigError("cutoff_len: must be >= 8")
+        if self.val_size < 0:
+            raise ConfigError("val_size: must be >= 0")
+        if self.val_size and self.eval_dataset:
+            raise ConfigError("give either val_size or eval_dataset, not both")
+
+
+@dataclass
+class FinetuningArguments:
+    """What to train: LoRA adapters (with their variants), the last layers (freeze), or everything (full)."""
+
+    stage: str = field(default="sft", metadata=_help("training stage: sft (supervised fine-tuning)"))
+    finetuning_type: str = field(default="lora", metadata=_help(f"one of {', '.join(FINETUNING_TYPES)}"))
+    lora_rank: int = field(default=8, metadata=_help("LoRA rank r"))
+    lora_alpha: int | None = field(default=None, metadata=_help("LoRA alpha (default 2 * lora_rank)"))
+    lora_dropout: float = field(default=0.0, metadata=_help("dropout on the LoRA input"))
+    lora_target: str = field(
+        default="all",
+        metadata=_help("module names, comma-separated, or 'all' (every linear layer but the head)"),
+    )
+    additional_target: str | None = field(
+        default=None, metadata=_help("modules trained in full beside LoRA (e.g. embed_tokens,lm_head)")
+    )
+    use_dora: bool = field(default=False, metadata=_help("weight-decomposed LoRA (DoRA)"))
+    use_rslora: bool = field(default=False, metadata=_help("rank-stabilised LoRA scaling alpha/sqrt(r)"))
+    pissa_init: bool = field(default=False, metadata=_help("initialise LoRA from principal singular vectors"))
+    pissa_iter: int = field(default=16, metadata=_help("PiSSA: fast-SVD iterations (-1 = exact SVD)"))
+    loftq_init: bool = field(default=False, metadata=_help("LoftQ initialisation (4-bit aware LoRA init)"))
+    loraplus_lr_ratio: float | None = field(
+        default=None, metadata=_help("LoRA+: learning rate of B matrices = ratio * learning_rate")
+    )
+    freeze_trainable_layers: int = field(
+        default=2, metadata=_help("freeze: train the last N layers (negative: the first N)")
+    )
+    freeze_trainable_modules: str = field(
+        default="all", metadata=_help("freeze: modules of those layers to train (e.g. mlp,self_attn) or all")
+    )
+    freeze_extra_modules: str | None = field(
+        default=None,
+        metadata=_help("freeze: modules outside the layers to train too (e.g. norm,embed_tokens)"),
+    )
+    loss_chunk_size: int = field(
+        default=1024, metadata=_help("response positions per chunk of the LM head in the loss (memory bound)")
+    )
+
+    @property
+    def lora_targets(self) -> list[str]:
+        return _names(self.lora_target)
+
+    @property
+    def additional_targets(self) -> list[str]:
+        return _names(self.additional_target)
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        _check_choice("stage", self.stage, ("sft",))
+        _check_choice("finetuning_type", self.finetuning_type, FINETUNING_TYPES)
+        if self.lora_rank < 1:
+            raise ConfigError("lora_rank: must be >= 1")
+        if self.lora_alpha is None:
+            self.lora_alpha = 2 * self.lora_rank
+        if self.pissa_init and self.loftq_init:
+            raise ConfigError("choose one of pissa_init and loftq_init")
+        if self.loss_chunk_size < 1:
+            raise ConfigError("loss_chunk_size: must be >= 1")

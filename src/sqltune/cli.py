@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqltune.evaluate.command:main",
         "score predictions: Spider EM/EX (official rules), BIRD EX/R-VES",
     ),
+    "train": (
+        "sqltune.train.command:main",
+        "fine-tune a model (LoRA, QLoRA, freeze, full) into a run directory",
+    ),
 }
 
 

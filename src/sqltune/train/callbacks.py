@@ -1,0 +1,86 @@
+"""Trainer callbacks: a progress bar with tokens/s, the run log, and the loss plot."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from transformers import ProgressCallback, TrainerCallback
+
+LOG_FILE = "train.log"
+PLOT_FILE = "training_loss.png"
+
+
+class TokenProgressCallback(ProgressCallback):
+    """transformers' progress bar (steps, ETA) with the non-padding tokens/s of this run."""
+
+    def __init__(self, trainer) -> None:
+        super().__init__()
+        self.trainer = trainer
+        self.start = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+        return super().on_train_begin(args, state, control, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        super().on_step_end(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            rate = self.trainer.train_tokens / max(time.perf_counter() - self.start, 1e-9)
+            self.training_bar.set_postfix_str(f"{rate:,.0f} tok/s (this process)", refresh=False)
+
+
+class LogFileCallback(TrainerCallback):
+    """Appends every Trainer log record (loss, learning rate, eval loss...) to `train.log`."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.logger = logging.getLogger("sqltune.train")
+        self.path = Path(output_dir) / LOG_FILE
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self.logger.info("step %d: %s", state.global_step, json.dumps(logs))
+
+
+def open_log(output_dir: str | Path) -> logging.Handler:
+    """Send the `sqltune` loggers to `<output_dir>/train.log` (appending across resumed runs)."""
+    path = Path(output_dir) / LOG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("sqltune")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return handler
+
+
+def close_log(handler: logging.Handler) -> None:
+    logging.getLogger("sqltune").removeHandler(handler)
+    handler.close()
+
+
+def plot_loss(log_history: list[dict], path: str | Path) -> Path | None:
+    """Train (and eval) loss by step as a PNG; None when nothing was logged."""
+    train = [(row["step"], row["loss"]) for row in log_history if "loss" in row and "step" in row]
+    evals = [(row["step"], row["eval_loss"]) for row in log_history if "eval_loss" in row and "step" in row]
+    if not train and not evals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for points, label, style in ((train, "train loss", "-"), (evals, "eval loss", "o--")):
+        if points:
+            axes.plot(*zip(*points), style, label=label)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
