@@ -262,6 +262,25 @@ def use_cpu_processes() -> None:
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
+def deepspeed_environment() -> None:
+    """DeepSpeed always initialises torch.distributed. Run alone (no launcher), it would look for
+    MPI to learn its rank; give it the environment of a one-process group instead, and name the CPU
+    accelerator when there is no GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "RANK" not in os.environ:
+        import socket
+
+        with socket.socket() as probe:  # a free port for the one-process rendezvous
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        defaults = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+        for key, value in {**defaults, "MASTER_PORT": str(port)}.items():
+            os.environ.setdefault(key, value)
+
+
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(format_help(GROUPS, "train"))
@@ -270,5 +289,7 @@ def main(argv: list[str]) -> int:
     model_args, data_args, finetuning_args, training_args = parse_args(GROUPS, argv)
     if training_args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         return launch(argv, training_args.nproc_per_node)
+    if training_args.deepspeed:
+        deepspeed_environment()
     run_train(model_args, data_args, finetuning_args, training_args)
     return 0
