@@ -93,7 +93,7 @@ def test_lora_run_directory(tiny_model_dir, tiny_data_dir, tmp_path):
 @pytest.mark.parametrize(
     "options, in_config",
     [
-        (["use_dora=true"], {"use_dora": True}),
+        (["use_dora=true", "eval_dataset=tiny_train", "max_samples=8"], {"use_dora": True}),
         (
             ["use_rslora=true", "lora_target=q_proj,v_proj"],
             {"use_rslora": True, "target_modules": ["q_proj", "v_proj"]},
@@ -114,7 +114,8 @@ def test_lora_variants(tiny_model_dir, tiny_data_dir, tmp_path, options, in_conf
             sorted({v.rsplit(".", 1)[-1] for v in adapter[key]}) if isinstance(value, list) else adapter[key]
         )
         assert saved == value, key
-    load_for_inference(out)
+    card = load_for_inference(out)[2]
+    assert ("eval_loss" in card.metrics) == any(o.startswith("eval_dataset=") for o in options)
 
 
 def test_loraplus_gives_b_matrices_a_larger_learning_rate(tiny_model_dir, tiny_data_dir, tmp_path):

@@ -116,6 +116,18 @@ def apply_finetuning(model, finetuning: FinetuningArguments, model_args: ModelAr
     return model
 
 
+def compute_under_autocast(model) -> None:
+    """Let LoRA layers take their half-precision input as it is. peft otherwise casts the input of
+    every adapter to the adapter's float32, and autocast casts it back: two extra activation copies
+    per adapted layer kept for the backward pass. Under autocast the adapter matmuls run in half
+    precision anyway (their float32 weights are cast, once per step)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
+
+
 def trainable_summary(model) -> dict[str, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

@@ -32,3 +32,16 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "train into an output_dir that already holds a run"}
     )
+    low_memory_allocator: bool = field(
+        default=False,
+        metadata={"help": "CPU: return freed activations to the system (~30% less peak RSS, ~35% slower)"},
+    )
+
+    def __post_init__(self) -> None:
+        # bf16 on a machine without a GPU means bf16 autocast on the CPU (much faster than float32
+        # on CPUs with bf16 instructions); transformers wants that asked for with use_cpu.
+        import torch
+
+        if (self.bf16 or self.fp16) and not torch.cuda.is_available():
+            self.use_cpu = True
+        super().__post_init__()

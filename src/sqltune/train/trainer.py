@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import Trainer
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from sqltune.args import FinetuningArguments
 from sqltune.models.encoding import IGNORE_INDEX
@@ -27,10 +28,16 @@ def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
 
 
 def response_loss_sum(
-    hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module, chunk_size: int
+    hidden: torch.Tensor,
+    labels: torch.Tensor,
+    head: torch.nn.Module,
+    chunk_size: int,
+    recompute: bool = True,
 ) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over the positions whose (shifted) label is not ignored,
-    and how many there are. `hidden`: (batch, length, dim) final hidden states."""
+    and how many there are. `hidden`: (batch, length, dim) final hidden states. With `recompute`
+    each chunk's logits are recomputed in the backward pass instead of kept; ZeRO-3 turns it off,
+    because its partitioned head weight is gathered for the forward call only."""
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     states = hidden[:, :-1][keep]
@@ -38,7 +45,7 @@ def response_loss_sum(
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, targets.numel(), chunk_size):
         part = slice(start, start + chunk_size)
-        if torch.is_grad_enabled():
+        if recompute and torch.is_grad_enabled():
             total = total + checkpoint(_chunk_loss, head, states[part], targets[part], use_reentrant=False)
         else:
             total = total + _chunk_loss(head, states[part], targets[part])
@@ -66,9 +73,14 @@ class SftTrainer(Trainer):
             self.train_tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
         outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
-        total, count = response_loss_sum(
-            outputs.hidden_states[-1], labels, head, self.finetuning_args.loss_chunk_size
-        )
+        with self.accelerator.autocast():  # the model's forward ran under it; the head runs here
+            total, count = response_loss_sum(
+                outputs.hidden_states[-1],
+                labels,
+                head,
+                self.finetuning_args.loss_chunk_size,
+                recompute=not is_deepspeed_zero3_enabled(),
+            )
         if num_items_in_batch is None:
             loss = total / max(count, 1)
         else:
