@@ -40,8 +40,9 @@ class PredictSummary:
     chosen_by: Counter = field(default_factory=Counter)  # execution-guided: how answers were chosen
 
     @property
-    def questions_per_second(self) -> float:
-        return self.answered / self.seconds if self.seconds else 0.0
+    def questions_per_second(self) -> float | None:
+        """Questions answered per second by this run (None when it answered none)."""
+        return self.answered / self.seconds if self.answered and self.seconds else None
 
 
 def default_output(args: PredictArguments) -> Path:
@@ -141,8 +142,8 @@ def print_summary(summary: PredictSummary, model: object, dataset: str) -> None:
     table.add_row("questions", f"{summary.questions} ({summary.answered} answered now)")
     table.add_row("schemas shortened / over budget", f"{summary.shortened} / {summary.over_budget}")
     table.add_row("time", f"{summary.seconds:.1f} s")
-    table.add_row("questions/s", f"{summary.questions_per_second:.2f}")
-    if summary.seconds:
+    if summary.questions_per_second:
+        table.add_row("questions/s", f"{summary.questions_per_second:.2f}")
         table.add_row("generated tokens/s", f"{summary.new_tokens / summary.seconds:.1f}")
     if summary.chosen_by:
         table.add_row("chosen by", ", ".join(f"{n} {reason}" for reason, n in summary.chosen_by.items()))

@@ -162,7 +162,8 @@ def predict_and_score(
         timeout=run.eval_timeout,
         output=run_dir / "eval" / f"{label}.json",
     )
-    report["prediction"] = {"questions_per_second": round(summary.questions_per_second, 3)}
+    speed = summary.questions_per_second
+    report["prediction"] = {"questions_per_second": round(speed, 3) if speed else None}
     return report
 
 

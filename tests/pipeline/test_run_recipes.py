@@ -1,0 +1,29 @@
+"""The `sqltune run` recipes under configs/ load and validate."""
+
+from pathlib import Path
+
+import pytest
+
+from sqltune.config import load_yaml, parse_args
+from sqltune.errors import ConfigError
+from sqltune.pipeline.command import groups
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+RUN_RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if "source" in load_yaml(p))
+
+
+def test_the_promised_run_recipes_exist():
+    assert {p.name for p in RUN_RECIPES} == {"quickstart.yaml", "spider_smollm2.yaml"}
+
+
+@pytest.mark.parametrize("recipe", RUN_RECIPES, ids=lambda p: p.name)
+def test_run_recipe_validates(recipe):
+    run, model, finetuning, training, prompt, generating = parse_args(groups(), [str(recipe)])
+    assert training.output_dir.startswith("outputs/") and model.model_name_or_path == "smollm2-135m"
+    assert run.source in ("demo", "spider") and finetuning.finetuning_type == "lora"
+    assert generating.max_new_tokens <= 128 and run.cutoff_len <= 1024
+
+
+def test_spider_recipe_needs_its_folder():
+    with pytest.raises(ConfigError, match="source=spider needs spider_dir"):
+        parse_args(groups(), [str(CONFIGS / "spider_smollm2.yaml"), "spider_dir="])
