@@ -32,18 +32,18 @@ sys.path.insert(0, str(ROOT / "src"))
 VARIANTS = ("zero-shot", "fine-tuned", "guided")
 
 
-def build_dev(spider_dir: Path, out: Path, prompt_options: dict, limit: int | None) -> str:
+def build_dev(spider_dir: Path, out: Path, card, limit: int | None) -> str:
     """Spider dev records in `out/data`, built as the run's training records were; returns the name."""
     from sqltune.args import PromptArguments, SourceArguments
     from sqltune.data.command import run_data
+    from sqltune.infer.questions import prompt_arguments_from_card
     from sqltune.pipeline.command import DATA, keep_questions_with_databases
 
     data_dir = out / DATA
     source = SourceArguments(
         source="spider", data_dir=str(spider_dir), split="dev", output_dir=str(data_dir), limit=limit
     )
-    names = {f.name for f in PromptArguments.__dataclass_fields__.values()}
-    run_data(source, PromptArguments(**{k: v for k, v in prompt_options.items() if k in names}))
+    run_data(source, prompt_arguments_from_card(card) or PromptArguments())
     keep_questions_with_databases(data_dir, "spider_dev")
     return "spider_dev"
 
@@ -73,7 +73,7 @@ def main() -> int:
     if unknown:
         parser.error(f"--variants: unknown {', '.join(unknown)} (choose from {', '.join(VARIANTS)})")
     card = RunCard.load(args.run_dir)
-    dev = build_dev(args.spider_dir, args.out, card.prompt_options, args.limit)
+    dev = build_dev(args.spider_dir, args.out, card, args.limit)
     run = RunArguments(
         source="spider",
         spider_dir=str(args.spider_dir),
