@@ -23,6 +23,13 @@ from sqltune.sql_extract import extract_sql
         ("SELECT name FROM singer WHERE note = '-- not a comment'", "SELECT name FROM singer WHERE note = '-- not a comment'"),
         ("SELECT 1;;", "SELECT 1"),
         ("SELECT 'a;b' FROM t; DROP TABLE t;", "SELECT 'a;b' FROM t"),
+        # A `;` inside parentheses or quotes is not the end of the statement.
+        ('SELECT * FROM t WHERE (a LIKE "%x;y%");', 'SELECT * FROM t WHERE (a LIKE "%x;y%")'),
+        ('SELECT total FROM b WHERE id IN (SELECT id FROM p WHERE d LIKE "%January%" ;)',
+         'SELECT total FROM b WHERE id IN (SELECT id FROM p WHERE d LIKE "%January%" ;)'),
+        ("SELECT a FROM t WHERE a IN (SELECT a FROM u;) ; SELECT 2", "SELECT a FROM t WHERE a IN (SELECT a FROM u;)"),
+        ("SELECT [a;b] FROM t WHERE x = ')' ; SELECT 2", "SELECT [a;b] FROM t WHERE x = ')'"),
+        ("SELECT 1) ; DROP TABLE t", "SELECT 1)"),
         ("SELECT   a,\n\tb  FROM t", "SELECT a, b FROM t"),
         ("SELECT 'x  y' FROM t", "SELECT 'x  y' FROM t"),
         ("SELECT nom FROM chanteur WHERE pays = 'Côte d''Ivoire'", "SELECT nom FROM chanteur WHERE pays = 'Côte d''Ivoire'"),

@@ -13,7 +13,9 @@ text. `extract_sql` does, in order:
    `:`; if there is none, at the first one anywhere. Text with neither is kept as it is (it will
    fail honestly).
 5. The first complete statement: the text is cut at the first `;` outside a quoted literal or
-   identifier, so trailing semicolons and any second statement go.
+   identifier and outside parentheses, so trailing semicolons and any second statement go, while
+   a `;` left inside a subquery (`IN (SELECT ... ;)`, which the official evaluator accepts) stays.
+   A `)` without its `(` does not count, so stray closing parentheses cannot hide a second statement.
 6. One line: runs of whitespace outside literals become one space; line breaks and tabs inside a
    literal become spaces too; the result is stripped.
 
@@ -31,6 +33,7 @@ _CURLY = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '
 _START = re.compile(r"\bselect\b|\bwith\s+(?:recursive\s+)?[\w\"`\[\]]+\s*(?:\([^)]*\)\s*)?as\s*\(", re.I)
 _QUOTES = "'\"`["
 _CLOSING = {"'": "'", '"': '"', "`": "`", "[": "]"}
+_NESTING = {"(": 1, ")": -1}
 
 
 def _scan(text: str):
@@ -89,10 +92,12 @@ def extract_sql(text: str) -> str:
         text = fence.group(1)
     text = _strip_comments(text.translate(_CURLY))
     text = text[_start_of_sql(text) :]
-    out = []
+    out, depth = [], 0
     for _, char, inside in _scan(text):
-        if char == ";" and not inside:
-            break
+        if not inside:
+            if char == ";" and depth == 0:
+                break
+            depth = max(0, depth + _NESTING.get(char, 0))
         if char.isspace():
             if inside or (out and out[-1] != " "):
                 out.append(" ")
