@@ -8,9 +8,10 @@ on one line and exits with status 2.
 from __future__ import annotations
 
 import sys
+import warnings
 from importlib import import_module
 
-from sqltune.errors import SqltuneError
+from sqltune.errors import SqltuneError, SqltuneWarning
 
 # command -> ("module:function", one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -53,6 +54,19 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def one_line_warnings(command: str) -> None:
+    """Show sqltune's own warnings as one line (`sqltune train: warning: ...`) instead of Python's
+    two-line form with a file name and source line."""
+    default = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if issubclass(category, SqltuneWarning):
+            return f"sqltune {command}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -72,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sqltune: unknown command '{command}'{hint}\n\n{usage()}", file=sys.stderr)
         return 2
     module, function = COMMANDS[command][0].split(":")
+    one_line_warnings(command)
     try:
         return int(getattr(import_module(module), function)(rest) or 0)
     except SqltuneError as err:

@@ -16,3 +16,7 @@ class ConfigError(SqltuneError):
 
 class DataError(SqltuneError):
     """An input data file is missing or malformed."""
+
+
+class SqltuneWarning(UserWarning):
+    """Something the user should know that does not stop the run (printed on one line by the CLI)."""

@@ -40,6 +40,7 @@ class RunCard:
     cutoff_len: int | None = None
     arguments: dict[str, Any] = field(default_factory=dict)  # every argument of the run, flattened
     data_stats: dict[str, Any] = field(default_factory=dict)  # examples used, shortened, dropped
+    precision: dict[str, Any] = field(default_factory=dict)  # requested, used, and the hardware why
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     git_revision: str | None = None

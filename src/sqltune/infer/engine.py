@@ -122,19 +122,6 @@ def is_quantized(model) -> bool:
     return getattr(model, "hf_quantizer", None) is not None
 
 
-def fast_dtype(requested: str = "auto") -> str:
-    """The dtype to run inference in. `auto`: bfloat16 on a GPU that supports it (else float16), and
-    on a CPU with native bfloat16 instructions (AVX512-BF16/AMX), where it is faster than float32
-    (see docs/benchmarks.md); float32 on other CPUs."""
-    if requested != "auto":
-        return requested
-    import torch
-
-    if torch.cuda.is_available():
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
-
-
 def open_engine(
     source: ModelSource,
     backend: str = "hf",
@@ -144,7 +131,9 @@ def open_engine(
     **vllm_options: Any,
 ) -> Engine:
     """Load the model behind `source` into the engine named by `backend`."""
-    dtype = fast_dtype(dtype)
+    from sqltune.precision import inference_dtype
+
+    dtype = inference_dtype(dtype)
     if backend == "vllm":
         from sqltune.infer.vllm import VllmEngine
 

@@ -11,7 +11,7 @@ What makes it several times faster than asking one question at a time (docs/benc
   The rows are laid out as prefix, padding, question, and the attention mask hides the padding;
   without a shared prefix this is plain left padding;
 * a LoRA adapter is merged into the weights in memory (the adapter matmuls of every layer cost more
-  than they are worth at inference); the dtype is chosen by `sqltune.infer.engine.fast_dtype`.
+  than they are worth at inference); the dtype is chosen by `sqltune.precision.inference_dtype`.
 
 Several candidates per question are the best beams, or samples ranked by their mean log-probability.
 """

@@ -2,7 +2,8 @@
 
 Every Trainer option (learning rate, epochs, batch size, `save_steps`, `deepspeed`, `bf16`,
 `gradient_checkpointing`...) works as documented by transformers. Only defaults change, plus
-`nproc_per_node` (launch several processes with torchrun) and `overwrite_output_dir`.
+`nproc_per_node` (launch several processes with torchrun) and `overwrite_output_dir`, and `bf16`
+also takes `auto` (bf16 only where the hardware computes it fast: `sqltune.precision`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from transformers import Seq2SeqTrainingArguments
 @dataclass
 class TrainingArguments(Seq2SeqTrainingArguments):
     output_dir: str | None = field(default="saves/run", metadata={"help": "the run directory"})
+    bf16: bool | str = field(
+        default=False,
+        metadata={
+            "help": "bfloat16 compute: true, false, or auto (a GPU with bf16, a CPU with native bf16 "
+            "instructions; float32 elsewhere)"
+        },
+    )
     logging_steps: float = field(default=5, metadata={"help": "log every N steps"})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "integrations to report to"})
     train_sampling_strategy: str = field(
@@ -38,6 +46,12 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        from sqltune.precision import parse_bf16, resolve_training_bf16
+
+        # what the user asked for (true/false/auto) is kept for the run card; `bf16` becomes the
+        # decision, a plain bool, before transformers sees it
+        self.bf16_requested = parse_bf16(self.bf16)
+        self.bf16 = resolve_training_bf16(self.bf16_requested, self.fp16)
         # bf16 on a machine without a GPU means bf16 autocast on the CPU (much faster than float32
         # on CPUs with bf16 instructions); transformers wants that asked for with use_cpu.
         import torch

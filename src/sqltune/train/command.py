@@ -193,6 +193,7 @@ def run_train(
             cutoff_len=data_args.cutoff_len,
             arguments=as_dict(model_args, data_args, finetuning_args, training_args),
             data_stats=data_stats,
+            precision=training_precision(training_args),
             metrics=metrics,
             versions=library_versions(),
             git_revision=git_revision(),
@@ -205,6 +206,21 @@ def run_train(
     finally:
         if handler is not None:
             callbacks.close_log(handler)
+
+
+def training_precision(training_args) -> dict:
+    """What the run card says about precision: asked for, used, and the hardware that decided it."""
+    import torch
+
+    from sqltune.precision import cpu_description, precision_name
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({cpu_description()})"
+    requested = getattr(training_args, "bf16_requested", training_args.bf16)
+    return {
+        "requested_bf16": requested,
+        "used": precision_name(training_args.bf16, training_args.fp16),
+        "device": device,
+    }
 
 
 def _sum_over_processes(trainer, value: int) -> int:
@@ -225,6 +241,8 @@ def print_summary(card: RunCard, output_dir: Path) -> None:
     dropped = sum(s.get("dropped_too_long", 0) for s in card.data_stats.values())
     table = Table(title=f"sqltune train: {output_dir}", show_header=False)
     table.add_row("model", f"{card.model_name_or_path} ({card.finetuning_type}, template {card.template})")
+    if card.precision:
+        table.add_row("precision", f"{card.precision['used']} on {card.precision['device']}")
     table.add_row("examples", f"{m['train_examples']} train, {m['eval_examples']} eval")
     table.add_row("schemas shortened / dropped", f"{shortened} / {dropped} (cutoff_len {card.cutoff_len})")
     table.add_row("steps", str(m["train_steps"]))
