@@ -2,9 +2,11 @@
 
 The prompt of every question is rebuilt from its `Example` and `Schema` with the prompt options the
 model was trained with (the run card's), encoded with the run's chat template, and shortened by
-`fit_to_budget` to fit `cutoff_len - max_new_tokens` tokens, the same rule training used, so the
-model never sees a prompt formatted or shortened differently from the ones it learned on. Nothing
-is protected from shortening here: the gold SQL is not known at prediction time.
+`fit_to_budget` with the rule training used: prompt + answer within `cutoff_len`. The answer is not
+known yet, so the room kept for it is a typical long answer of the training data (the 95th
+percentile of its answer lengths, from the run card), not `max_new_tokens`: a prompt that training
+kept whole is kept whole here too. Generation may still run to `max_new_tokens`. Nothing is
+protected from shortening: the gold SQL is not known at prediction time.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqltune.models.templates import Template
 from sqltune.runcard import RunCard
 
 DEFAULT_CUTOFF = 1024
+DEFAULT_ANSWER_TOKENS = 64  # room for the answer when no run card says how long answers are
 
 
 @dataclass
@@ -45,10 +48,18 @@ def prompt_arguments(card: RunCard | None, dataset: Dataset) -> PromptArguments:
     return prompt_arguments_from_card(card) or dataset.prompt_args
 
 
+def answer_room(card: RunCard | None, max_new_tokens: int) -> int:
+    """Tokens kept free for the answer: the training answers' 95th percentile length when the run
+    card has it, else `DEFAULT_ANSWER_TOKENS`; never more than `max_new_tokens`."""
+    lengths = [s.get("response_tokens_p95") for s in (card.data_stats.values() if card else [])]
+    typical = max((n for n in lengths if isinstance(n, int) and n > 0), default=DEFAULT_ANSWER_TOKENS)
+    return min(typical, max_new_tokens)
+
+
 def token_budget(cutoff_len: int | None, card: RunCard | None, max_new_tokens: int) -> int:
-    """Prompt tokens available: `cutoff_len` (default: the run's) minus the answer's tokens."""
+    """Prompt tokens available: `cutoff_len` (default: the run's) minus the room for the answer."""
     cutoff = cutoff_len or (card.cutoff_len if card is not None and card.cutoff_len else DEFAULT_CUTOFF)
-    budget = cutoff - max_new_tokens
+    budget = cutoff - answer_room(card, max_new_tokens)
     if budget < 8:
         raise DataError(
             f"cutoff_len={cutoff} leaves no room for a prompt after max_new_tokens={max_new_tokens}"

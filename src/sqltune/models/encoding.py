@@ -79,8 +79,8 @@ def fit_to_budget(
     """Build `example`'s prompt and shorten its schema until prompt ids + `reserved` <= `budget`.
 
     Training: `budget=cutoff_len`, `reserved=len(response ids)`, `protect_gold_tables=True` (a table
-    the gold SQL uses is never dropped). Prediction: `budget=cutoff_len - max_new_tokens`,
-    `reserved=0`, nothing protected (the gold SQL is unknown). `fits` is False when even the
+    the gold SQL uses is never dropped). Prediction: `budget=cutoff_len` minus the room kept for
+    an answer (`sqltune.infer.questions.answer_room`), `reserved=0`, nothing protected (the gold SQL is unknown). `fits` is False when even the
     shortest schema is too long; training then drops the example.
     """
     last: list = [None, []]  # the prompt `fits` saw last and its ids (fit_prompt returns that prompt)

@@ -136,6 +136,7 @@ class EncodeStats:
     dropped_too_long: int = 0  # still too long (or not shortenable) and left out
     tokens: int = 0
     response_tokens: int = 0
+    response_tokens_p95: int = 0  # a typical long answer: prediction keeps this much room for it
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -147,6 +148,7 @@ def encode_samples(
     """Token ids and labels of every sample that fits `cutoff_len` (see the module docstring)."""
     stats = EncodeStats(samples=len(samples))
     features = []
+    answer_lengths = []
     for sample in samples:
         input_ids, labels = encode_example(sample.prompt, sample.response, template, tokenizer, sample.system)
         if len(input_ids) > cutoff_len:
@@ -177,7 +179,13 @@ def encode_samples(
         features.append({"input_ids": input_ids, "labels": labels})
         stats.kept += 1
         stats.tokens += len(input_ids)
-        stats.response_tokens += sum(label != IGNORE_INDEX for label in labels)
+        answer_lengths.append(sum(label != IGNORE_INDEX for label in labels))
+    stats.response_tokens = sum(answer_lengths)
+    if answer_lengths:
+        answer_lengths.sort()
+        stats.response_tokens_p95 = answer_lengths[
+            min(len(answer_lengths) - 1, int(0.95 * len(answer_lengths)))
+        ]
     return features, stats
 
 
