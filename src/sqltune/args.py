@@ -15,7 +15,7 @@ def _help(text: str) -> dict:
 
 
 PROMPT_FORMATS = ("dbgpt", "ddl")
-SOURCES = ("spider", "bird", "sparc", "cosql", "chase", "wikisql", "sqlite", "jsonl", "demo")
+SOURCES = ("spider", "bird", "sparc", "cosql", "chase", "wikisql", "sqlite", "jsonl", "demo", "synth")
 
 
 @dataclass
@@ -66,9 +66,17 @@ class SourceArguments:
             "demo: where its databases are written, default <output_dir>/demo_databases)"
         ),
     )
-    db: str | None = field(default=None, metadata=_help("source=sqlite: a SQLite file or SQLAlchemy URL"))
+    db: str | None = field(
+        default=None,
+        metadata=_help("source=sqlite: a SQLite file or SQLAlchemy URL; source=synth: a SQLite file"),
+    )
     questions: str | None = field(
         default=None, metadata=_help("source=sqlite|jsonl: question/SQL pairs (jsonl, json or csv)")
+    )
+    synth_pairs: int = field(default=300, metadata=_help("source=synth: pairs to synthesize from db"))
+    holdout: float = field(
+        default=0.2,
+        metadata=_help("source=synth: pairs held out as dev, a fraction (< 1) or a number (>= 1)"),
     )
     limit: int | None = field(default=None, metadata=_help("read at most this many examples"))
     strict: bool = field(default=False, metadata=_help("fail on the first bad record instead of skipping it"))
@@ -76,6 +84,16 @@ class SourceArguments:
         default=None, metadata=_help("tokenizer for prompt length stats (default: characters)")
     )
     seed: int = field(default=42, metadata=_help("seed for anything random (synthesis, one-shot choice)"))
+
+    def __post_init__(self) -> None:
+        check_synth_sizes(self.synth_pairs, self.holdout)
+
+
+def check_synth_sizes(synth_pairs: int, holdout: float) -> None:
+    from sqltune.errors import ConfigError
+
+    if synth_pairs < 2 or not holdout > 0:
+        raise ConfigError("synth_pairs must be >= 2 and holdout > 0")
 
 
 @dataclass
@@ -453,7 +471,7 @@ class AskArguments:
             raise ConfigError("max_rows must be >= 1 and timeout > 0")
 
 
-RUN_SOURCES = ("demo", "spider")
+RUN_SOURCES = ("demo", "spider", "synth")
 
 
 @dataclass
@@ -466,6 +484,14 @@ class RunArguments:
 
     source: str = field(default="demo", metadata=_help(f"data: one of {', '.join(RUN_SOURCES)}"))
     spider_dir: str | None = field(default=None, metadata=_help("source=spider: the Spider folder"))
+    db: str | None = field(
+        default=None, metadata=_help("source=synth: your SQLite database, to synthesize questions from")
+    )
+    synth_pairs: int = field(default=300, metadata=_help("source=synth: pairs to synthesize from db"))
+    holdout: float = field(
+        default=0.2,
+        metadata=_help("source=synth: pairs held out to score, a fraction (< 1) or a number (>= 1)"),
+    )
     train_limit: int | None = field(default=None, metadata=_help("train on the first N examples"))
     eval_limit: int | None = field(default=None, metadata=_help("evaluate on the first N dev questions"))
     cutoff_len: int = field(default=1024, metadata=_help("max prompt + answer tokens (train and predict)"))
@@ -481,5 +507,8 @@ class RunArguments:
         _check_choice("infer_dtype", self.infer_dtype, INFER_DTYPES)
         if self.source == "spider" and not self.spider_dir:
             raise ConfigError("source=spider needs spider_dir=<the Spider folder>")
+        if self.source == "synth" and not self.db:
+            raise ConfigError("source=synth needs db=<your SQLite file>, e.g. db=shop.sqlite")
+        check_synth_sizes(self.synth_pairs, self.holdout)
         if self.cutoff_len < 8 or self.infer_batch_size < 1:
             raise ConfigError("cutoff_len must be >= 8 and infer_batch_size >= 1")

@@ -49,6 +49,7 @@ READERS = {
     "sqlite": "sqltune.data.sources.own:read_sqlite",
     "jsonl": "sqltune.data.sources.own:read_jsonl",
     "demo": "sqltune.data.demo:read_demo",
+    "synth": "sqltune.data.sources.synthesized:read_synthesized",
 }
 
 
