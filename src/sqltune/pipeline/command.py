@@ -31,6 +31,7 @@ from sqltune.args import (
     SourceArguments,
 )
 from sqltune.config import format_help, parse_args
+from sqltune.errors import ConfigError
 from sqltune.runcard import RUN_CARD, RunCard
 
 DATA = "data"
@@ -61,11 +62,29 @@ def build_data(run: RunArguments, prompt: PromptArguments, data_dir: Path, seed:
             output_dir=str(data_dir),
             limit=limit,
             seed=seed,
+            db=run.db,
+            synth_pairs=run.synth_pairs,
+            holdout=run.holdout,
         )
         run_data(source, prompt)
     dev = f"{run.source}_dev"
     keep_questions_with_databases(data_dir, dev)
     return f"{run.source}_train", dev
+
+
+def check_database(run: RunArguments, data_dir: Path) -> None:
+    """Refuse to put a second database's run into a run directory that holds one made for another:
+    its finished training would be reused for the wrong database."""
+    from sqltune.data.records import load_registry
+    from sqltune.run_index import database_key
+
+    if run.source != "synth":
+        return
+    made_for = load_registry(data_dir).get(f"{run.source}_train", {}).get("sqltune", {}).get("database")
+    if made_for and made_for != database_key(run.db):
+        raise ConfigError(
+            f"{data_dir.parent} holds the run made for {made_for}; give another output_dir=... for {run.db}"
+        )
 
 
 def keep_questions_with_databases(data_dir: Path, name: str) -> None:
@@ -179,9 +198,11 @@ def run_pipeline(
     import dataclasses
 
     from sqltune.pipeline.report import print_table, write_reports
+    from sqltune.run_index import record_run
 
     run_dir = Path(training.output_dir)
     data_dir = run_dir / DATA
+    check_database(run, data_dir)
     train_name, dev = build_data(run, prompt, data_dir, training.seed)
     card, trained = train_step(model_args, finetuning, training, run, data_dir, train_name)
     reports = {}
@@ -195,6 +216,7 @@ def run_pipeline(
     )
     report = write_reports(run_dir, reports, card)
     print_table(report, run_dir)
+    record_run(run_dir, run.source, run.db)  # so that `sqltune ask` finds it (sqltune.run_index)
     return report
 
 
