@@ -1,22 +1,68 @@
 """`sqltune ask` on a small SQLite database."""
 
+import shutil
 import sqlite3
 
+import pytest
+
 from sqltune.cli import main as cli
-from sqltune.db import execute
-from sqltune.infer.ask import Reply, execute_url, show
+from sqltune.db import QueryResult, execute
+from sqltune.infer.ask import NOT_SQL, Reply, execute_url, show
+from sqltune.run_index import record_run
 from tests.infer.conftest import write_concert_db
 
+QUESTION = "How many singers are there?"
 
-def test_ask_prints_the_sql_and_fails_honestly_on_a_bad_query(tiny_run, tmp_path, capsys):
+
+@pytest.fixture
+def no_runs(monkeypatch, tmp_path):
+    """An empty sqltune cache: no finished `sqltune run` is known."""
+    monkeypatch.setenv("SQLTUNE_CACHE", str(tmp_path / "cache"))
+
+
+def test_an_untrained_run_fails_honestly_in_one_line(tiny_run, tmp_path, capsys):
     db = write_concert_db(tmp_path / "concert.sqlite")
     before = db.read_bytes()
-    status = cli(
-        ["ask", "--db", str(db), f"run_dir={tiny_run}", "How many singers are there?", "max_new_tokens=8"]
-    )
+    status = cli(["ask", "--db", str(db), f"run_dir={tiny_run}", QUESTION, "max_new_tokens=8"])
     out, err = capsys.readouterr()
-    assert status == 1 and out.strip() and "the query failed" in err  # an untrained model writes no SQL
+    assert status == 1 and ("the model's answer is not SQL" in err or "the query failed" in err)
     assert db.read_bytes() == before
+
+
+def test_an_answer_that_is_not_sql_is_one_line(capsys):
+    raw = "The Stadium_ID of concert is the foreign key of stadium.\n" * 20
+    show(Reply(raw.strip(), raw, QueryResult(error=NOT_SQL)), max_rows=20)
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and len(err) < 120
+    assert err.startswith("the model's answer is not SQL: 'The Stadium_ID of concert is")
+
+
+def test_without_a_run_ask_says_in_one_line_what_to_run(no_runs, tmp_path, capsys):
+    db = write_concert_db(tmp_path / "concert.sqlite")
+    assert cli(["ask", "--db", str(db), QUESTION]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "cannot write SQL until it is fine-tuned" in err
+    assert f"own_database.yaml db={db}" in err and "quickstart.yaml" in err
+
+
+def test_ask_uses_the_run_for_its_database_else_the_quickstart_run(no_runs, tiny_run, tmp_path, capsys):
+    shop, crm = (write_concert_db(tmp_path / name) for name in ("shop.sqlite", "crm.sqlite"))
+    quickstart = shutil.copytree(tiny_run, tmp_path / "quickstart")
+    record_run(tiny_run, "synth", str(shop))
+    record_run(quickstart, "demo")
+    for db, run in ((shop, tiny_run), (crm, quickstart)):
+        assert cli(["ask", "--db", str(db), QUESTION, "max_new_tokens=4"]) == 1
+        assert f"using the fine-tuned run {run} " in capsys.readouterr().err
+
+
+def test_an_explicit_model_is_honoured(no_runs, tiny_model_dir, tmp_path, capsys):
+    db = write_concert_db(tmp_path / "concert.sqlite")
+    assert (
+        cli(["ask", "--db", str(db), QUESTION, f"model_name_or_path={tiny_model_dir}", "max_new_tokens=4"])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "fine-tuned" not in err and ("not SQL" in err or "the query failed" in err)
 
 
 def test_rows_are_shown_as_a_table_with_the_row_limit(tmp_path, capsys):

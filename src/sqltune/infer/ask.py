@@ -5,10 +5,14 @@
 
     sqltune ask --db postgresql://user:pw@host/shop "how many customers?"
 
-The database's schema is introspected, the question is prompted exactly as the model was trained
-(a run directory's prompt options and template; the embedded default model otherwise), and the SQL
-is executed read-only with a timeout and a row limit. The SQL goes to stdout first, then the rows
-as a table. The exit status is 0 when the query ran, 1 when the model's SQL failed.
+Without `run_dir` (and without `model_name_or_path`/`adapter_name_or_path`), the model is a
+fine-tuned one found by `sqltune.run_index`: the run `configs/own_database.yaml` made for this
+database, else the quickstart's; with neither, a one-line error gives the command that makes one,
+since the base model cannot write SQL. The database's schema is introspected, the question is
+prompted exactly as the model was trained (the run's prompt options and template), and the SQL is
+executed read-only with a timeout and a row limit. The SQL goes to stdout first, then the rows as a
+table. The exit status is 0 when the query ran, 1 when the model's answer was not SQL (said in one
+line) or its SQL failed.
 
 A SQLite file (or `sqlite:///` URL) is opened read-only by `sqltune.db`. Any other SQLAlchemy URL
 is introspected by `sqltune.data.introspect.schema_from_url`, and the SQL runs only if sqlglot
@@ -18,16 +22,21 @@ statement timeout, on PostgreSQL and MySQL).
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqltune.args import AskArguments, GeneratingArguments, ModelArguments, PromptArguments
-from sqltune.config import format_help, parse_args
+from sqltune.config import collect, format_help, parse_args
 from sqltune.db import QueryResult, execute
 from sqltune.errors import ConfigError
 
 GROUPS = (AskArguments, GeneratingArguments, ModelArguments, PromptArguments)
+MODEL_KEYS = ("run_dir", "model_name_or_path", "adapter_name_or_path")
+QUERY_START = re.compile(r"(select|with)\b", re.I)
+NOT_SQL = "not SQL"
+PREVIEW_CHARS = 60
 
 
 @dataclass
@@ -36,19 +45,37 @@ class Reply:
     raw: str
     result: QueryResult
 
+    @property
+    def is_sql(self) -> bool:
+        return self.result.error != NOT_SQL
+
+
+def check_input(args: AskArguments) -> None:
+    """A database and a question, before any model is looked for or loaded."""
+    from sqltune.data.introspect import is_url
+
+    if not args.db or not args.question:
+        raise ConfigError('give a database and a question: sqltune ask --db my.sqlite "question"')
+    if not is_url(args.db) and not Path(args.db).is_file():
+        raise ConfigError(f"db: no such SQLite file: {args.db}")
+
 
 def read_schema(db: str, prompt: PromptArguments):
     """The schema of a SQLite file or SQLAlchemy URL, with sample values when the prompt wants them."""
     from sqltune.data.introspect import is_url, schema_from_sqlite, schema_from_url
     from sqltune.data.records import prepare_schemas
 
-    if is_url(db):
-        schema = schema_from_url(db, values=prompt.sample_values)
-    elif not Path(db).is_file():
-        raise ConfigError(f"db: no such SQLite file: {db}")
-    else:
-        schema = schema_from_sqlite(db)
+    schema = schema_from_url(db, values=prompt.sample_values) if is_url(db) else schema_from_sqlite(db)
     return prepare_schemas({schema.db_id: schema}, {schema.db_id}, prompt)[schema.db_id]
+
+
+def choose_run(args: AskArguments) -> None:
+    """Ask a fine-tuned run rather than the base model, which cannot write SQL (see the module
+    docstring); says on stderr which run."""
+    from sqltune.run_index import fine_tuned_run
+
+    args.run_dir = str(fine_tuned_run(args.db))
+    print(f"using the fine-tuned run {args.run_dir} (run_dir=... chooses another)", file=sys.stderr)
 
 
 def execute_url(url: str, sql: str, timeout: float, max_rows: int) -> QueryResult:
@@ -101,8 +128,7 @@ def ask(
     from sqltune.models.encoding import fit_to_budget
     from sqltune.models.templates import get_template
 
-    if not args.db or not args.question:
-        raise ConfigError('give a database and a question: sqltune ask --db my.sqlite "question"')
+    check_input(args)
     source = model_source(args.run_dir, model_args)
     prompt_args = prompt_arguments_from_card(source.card) or prompt
     schema = read_schema(args.db, prompt_args)
@@ -112,8 +138,8 @@ def ask(
     example = Example(id="ask", db_id=schema.db_id, question=args.question, sql="")
     fitted = fit_to_budget(example, schema, prompt_args, template, engine.tokenizer, budget)
     ((_, reply),) = next(answer(engine, [fitted.prompt_ids], settings, [schema.db_path]))
-    if not reply.sql:
-        result = QueryResult(error=f"no SQL in the model's answer {reply.raw!r}")
+    if not QUERY_START.match(reply.sql):
+        result = QueryResult(error=NOT_SQL)
     elif schema.db_path:
         result = execute(schema.db_path, reply.sql, timeout=args.timeout, max_rows=args.max_rows)
     else:
@@ -121,11 +147,22 @@ def ask(
     return Reply(reply.sql, reply.raw, result)
 
 
+def preview(text: str) -> str:
+    """The start of a model's answer on one short line, however long and many-lined it is."""
+    flat = " ".join(text.split())
+    if not flat:
+        return "(it is empty)"
+    return repr(flat if len(flat) <= PREVIEW_CHARS else flat[:PREVIEW_CHARS] + "...")
+
+
 def show(reply: Reply, max_rows: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    print(reply.sql or "(the model wrote no SQL)")
+    if not reply.is_sql:
+        print(f"the model's answer is not SQL: {preview(reply.raw)}", file=sys.stderr)
+        return
+    print(reply.sql)
     console = Console(file=sys.stderr)
     result = reply.result
     if not result.ok and result.error != "too many rows":
@@ -144,6 +181,9 @@ def main(argv: list[str]) -> int:
         print(format_help(GROUPS, "ask"))
         return 0
     args, settings, model_args, prompt = parse_args(GROUPS, argv, positional="question")
+    check_input(args)
+    if not set(MODEL_KEYS) & set(collect(argv, GROUPS, positional="question")[0]):
+        choose_run(args)
     reply = ask(args, settings, model_args, prompt)
     show(reply, args.max_rows)
     return 0 if reply.result.ok or reply.result.error == "too many rows" else 1
