@@ -62,7 +62,7 @@ def cli(args, gold: Path, pred: Path, plug: bool) -> float:
         sys.executable, "-m", "sqltune", "eval",
         "--pred", str(pred), "--gold", str(gold),
         "--db-dir", str(args.spider_dir / "database"), "--tables", str(args.spider_dir / "tables.json"),
-        "--raw", "--workers", str(args.workers),
+        "--workers", str(args.workers),
     ] + (["--plug-value"] if plug else [])  # fmt: skip
     start = time.perf_counter()
     subprocess.run(
@@ -95,7 +95,6 @@ def main() -> None:
                     etype="all",
                     plug_value=plug,
                     workers=args.workers,
-                    raw=True,
                 )
                 times.append(time.perf_counter() - start)
             levels = report["summary"]["levels"]["all"]

@@ -127,7 +127,11 @@ class EvalArguments:
     workers: int = field(default=0, metadata=_help("worker processes (0 = one per CPU)"))
     output: str | None = field(default=None, metadata=_help("write the full report (JSON) here"))
     format: str = field(default="spider", metadata=_help("spider or bird"))
-    raw: bool = field(default=False, metadata=_help("score lines as they are (no SQL extraction)"))
+    extract: bool = field(
+        default=False,
+        metadata=_help("pull the SQL out of raw model text first; the official scores are kept beside"),
+    )
+    raw: bool = field(default=False, metadata=_help("deprecated: lines are scored as written by default"))
     max_rows: int = field(default=1_000_000, metadata=_help("rows a gold query may return"))
     ves_repeats: int = field(default=10, metadata=_help("bird: timed runs per correct query for R-VES"))
 
@@ -143,6 +147,15 @@ class EvalArguments:
             raise ConfigError(f"format: unknown '{self.format}', choose spider or bird")
         if self.timeout <= 0 or self.workers < 0 or self.max_rows < 1 or self.ves_repeats < 0:
             raise ConfigError("timeout must be > 0; workers, max_rows and ves_repeats must not be negative")
+        if self.raw and self.extract:
+            raise ConfigError("raw and extract contradict each other: give only --extract to extract SQL")
+        if self.raw:  # it once turned extraction off; scoring lines as written is now the default
+            import warnings
+
+            from sqltune.errors import SqltuneWarning
+
+            message = "--raw is deprecated and does nothing: lines are scored as written by default"
+            warnings.warn(message, SqltuneWarning, stacklevel=2)
 
 
 # ---- training ----------------------------------------------------------------------------------------

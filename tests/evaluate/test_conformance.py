@@ -1,7 +1,8 @@
 """Row-by-row agreement with the official test-suite evaluator's labels, and gold-vs-gold on Spider dev.
 
 The labels in ../shared/reference/spider_conformance were produced by the unmodified official
-evaluator; every row must agree on hardness, exact, exec (plug_value off and on) and pred_parse_ok.
+evaluator; with default settings every row must agree on hardness, exact, exec (plug_value off and
+on) and pred_parse_ok.
 """
 
 from __future__ import annotations
@@ -42,15 +43,16 @@ def disagreements(report: dict, labels: list[dict]) -> list[str]:
     return out
 
 
-def run_official_files(suite, pred_name: str, spider_dir, plug: bool) -> dict:
-    """Score a suite's files as the official evaluator saw them: raw lines, official tables.json."""
+def run_suite(suite, pred_name: str, spider_dir, plug: bool, extract: bool = False) -> dict:
+    """Score a suite's files as the official evaluator saw them (the same lines, the official
+    tables.json), with sqltune's default settings unless told to extract."""
     return evaluate(
         suite / pred_name,
         suite / "gold.txt",
         spider_dir / "database",
         spider_dir / "tables.json",
         plug_value=plug,
-        raw=True,
+        extract=extract,
     )
 
 
@@ -68,7 +70,7 @@ def official_table(path) -> dict[str, list[float]]:
 @pytest.mark.parametrize("plug", [False, True], ids=["plug_off", "plug_on"])
 def test_conformance_suite_agrees_row_by_row(reference_dir, spider_dir, plug):
     suite = reference_dir / "spider_conformance"
-    report = run_official_files(suite, "pred.txt", spider_dir, plug)
+    report = run_suite(suite, "pred.txt", spider_dir, plug)
     labels = read_labels(suite / "labels.tsv", "exec_plug" if plug else "exec_noplug")
     differing = disagreements(report, labels)
     assert not differing, f"{len(differing)} rows differ from the official labels:\n" + "\n".join(
@@ -85,10 +87,30 @@ def test_conformance_suite_agrees_row_by_row(reference_dir, spider_dir, plug):
         assert printed[clause] == [round(levels[n]["partial"][clause]["f1"], 3) for n in order], clause
 
 
+@pytest.mark.slow
+def test_extraction_changes_no_score_on_the_conformance_suite(reference_dir, spider_dir):
+    """The suite's predictions are plain SQL with trailing `;`, loose whitespace and second
+    statements, so extraction changes text but no EX or EM (partial F1 moves: the official parser
+    reads row 3308's `; EXCEPT ...`, which extraction cuts). With plug_value, rows 509, 792 and
+    2353 (`IN (SELECT ... ;)`) once lost EX when extraction cut at the `;` inside the parentheses."""
+    suite = reference_dir / "spider_conformance"
+    report = run_suite(suite, "pred.txt", spider_dir, plug=True, extract=True)
+    assert not disagreements(report, read_labels(suite / "labels.tsv", "exec_plug"))
+    unchanged = {"gained": 0, "lost": 0}
+    assert report["extraction"] == {"changed": 490, "count": 3800, "exec": unchanged, "exact": unchanged}
+    for name, level in report["official"]["summary"]["levels"].items():
+        assert (level["exec"], level["exact"]) == (
+            report["summary"]["levels"][name]["exec"],
+            report["summary"]["levels"][name]["exact"],
+        ), name
+    for index in (509, 792, 2353):
+        assert report["examples"][index]["pred"].endswith(";)")
+
+
 @pytest.mark.parametrize("plug", [False, True], ids=["plug_off", "plug_on"])
 def test_multi_turn_example_agrees_with_joint_accuracy(reference_dir, spider_dir, plug):
     suite = reference_dir / "spider_conformance" / "multiturn"
-    report = run_official_files(suite, "predict.txt", spider_dir, plug)
+    report = run_suite(suite, "predict.txt", spider_dir, plug)
     labels = read_labels(suite / "labels.tsv", "exec_plug" if plug else "exec_noplug")
     differing = disagreements(report, labels)
     assert not differing, "\n".join(differing[:30])
@@ -115,8 +137,9 @@ def test_gold_against_itself_on_spider_dev_scores_one_everywhere(spider_dir, tmp
     gold.write_text("\n".join(lines) + "\n")
     pred = tmp_path / "pred.txt"
     pred.write_text("\n".join(line.split("\t")[0] for line in lines) + "\n")
-    # Default settings: the extraction rule runs too and must leave plain gold SQL intact.
-    report = evaluate(pred, gold, database, spider_dir / "tables.json", plug_value=True)
+    # The extraction rule must leave plain gold SQL intact: every score stays 1 with it too.
+    report = evaluate(pred, gold, database, spider_dir / "tables.json", plug_value=True, extract=True)
+    assert report["official"]["summary"]["levels"] == report["summary"]["levels"]
     for name, level in report["summary"]["levels"].items():
         assert level["exec"]["rate"] == 1.0 and level["exact"]["rate"] == 1.0, name
         assert all(clause["f1"] == 1.0 for clause in level["partial"].values()), name

@@ -173,11 +173,11 @@ def test_jsonl_predictions_and_extraction(bench, tmp_path):
     ]
     pred = tmp_path / "pred.jsonl"
     pred.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    report = evaluate(pred, gold, db_dir, tables, workers=2)
+    report = evaluate(pred, gold, db_dir, tables, workers=2, extract=True)
     assert [(r["exact"], r["exec"]) for r in report["examples"]] == [(1, 1), (1, 1)]
     assert report["examples"][1]["pred"] == "SELECT count(*) FROM concert"
-    raw = evaluate(pred, gold, db_dir, tables, raw=True, workers=1)
-    assert raw["examples"][1]["pred_parse_ok"] is False and raw["examples"][1]["exec"] == 0
+    written = evaluate(pred, gold, db_dir, tables, workers=1)  # the default: scored as written
+    assert written["examples"][1]["pred_parse_ok"] is False and written["examples"][1]["exec"] == 0
     rows[0]["db_id"] = "other"
     pred.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with pytest.raises(DataError, match="db_id 'other' but gold index 1 is on 'music'"):

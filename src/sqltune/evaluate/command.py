@@ -22,6 +22,7 @@ def main(argv: list[str]) -> int:
     from sqltune.evaluate.run import evaluate
 
     options = dataclasses.asdict(args)
+    del options["raw"]  # deprecated; EvalArguments has warned about it
     report = evaluate(
         options.pop("pred"), options.pop("gold"), options.pop("db_dir"), progress=True, **options
     )

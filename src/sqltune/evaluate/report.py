@@ -95,54 +95,101 @@ def _error_kind(error: str) -> str:
     return error.split(":")[0]
 
 
+OFFICIAL_FIELDS = ("pred", "exact", "exec", "pred_parse_ok", "error")
+
+
+def compare_official(
+    examples: list[dict], originals: list[dict], format: str, etype: str, multi_turn: bool
+) -> dict:
+    """The "extraction" and "official" blocks of a report scored with SQL extraction.
+
+    `originals` are the rows whose text extraction changed, scored as written; every other row
+    scores the same either way, so together they give the official evaluator's numbers. Each
+    changed example also gets its official scores under "official", so that a reader can see row by
+    row what extraction gained or lost.
+    """
+    official = {row["index"]: row for row in originals}
+    counts = {key: {"gained": 0, "lost": 0} for key in ("exec", "exact")}
+    for row in examples:
+        written = official.get(row["index"])
+        if written is None:
+            continue
+        row["official"] = {key: written[key] for key in OFFICIAL_FIELDS}
+        for key, count in counts.items():
+            count["gained"] += int(row[key] == 1 and written[key] == 0)
+            count["lost"] += int(row[key] == 0 and written[key] == 1)
+    rows = [official.get(row["index"], row) for row in examples]
+    return {
+        "extraction": {"changed": len(official), "count": len(examples), **counts},
+        "official": {"summary": summarize(rows, format, etype, multi_turn)},
+    }
+
+
 def _cell(score: dict | None) -> str:
     return "-" if score is None else f"{score['correct']} ({score['rate']:.3f})"
 
 
+def _rate_cells(summary: dict, key: str) -> list[str]:
+    """One rate per level, then the joint rate of a multi-turn file."""
+    cells = [_cell(level[key]) for level in summary["levels"].values()]
+    return cells + ([_cell(summary["joint"].get(key))] if "joint" in summary else [])
+
+
 def print_summary(report: dict, file=None) -> None:
-    """The familiar score table on the terminal (stderr by default), counts next to rates."""
+    """The familiar score table on the terminal (stderr by default), counts next to rates.
+
+    With extraction, each EX/EM row is followed by the official one (lines scored as written).
+    """
     from rich.console import Console
     from rich.table import Table
 
     summary, settings = report["summary"], report["settings"]
+    official = report.get("official", {}).get("summary")
     levels = list(summary["levels"])
     table = Table(title=f"sqltune eval ({settings['format']}, {settings['database_variant']})")
     table.add_column("")
-    columns = levels + (["joint"] if "joint" in summary else [])
-    for name in columns:
+    joint = summary.get("joint")
+    for name in levels + (["joint"] if joint else []):
         table.add_column(name, justify="right")
-    joint = summary.get("joint", {})
-    table.add_row(
-        "count",
-        *[str(summary["levels"][n]["count"]) for n in levels],
-        *([str(joint["count"])] if joint else []),
-    )
-    table.add_row(
-        "execution (EX)",
-        *[_cell(summary["levels"][n]["exec"]) for n in levels],
-        *([_cell(joint.get("exec"))] if joint else []),
-    )
+    counts = [str(summary["levels"][n]["count"]) for n in levels]
+    table.add_row("count", *counts, *([str(joint["count"])] if joint else []))
+    rates = [("execution (EX)", "exec")]
+    if settings["format"] != "bird":
+        rates.append(("exact match (EM)", "exact"))
+    for name, key in rates:
+        if official:
+            table.add_row(f"{name}, extracted", *_rate_cells(summary, key))
+            table.add_row(f"{name}, official", *_rate_cells(official, key))
+        else:
+            table.add_row(name, *_rate_cells(summary, key))
     if settings["format"] == "bird":
         table.add_row("R-VES", *[_ves(summary["levels"][n]["r_ves"]) for n in levels])
-    else:
-        table.add_row(
-            "exact match (EM)",
-            *[_cell(summary["levels"][n]["exact"]) for n in levels],
-            *([_cell(joint.get("exact"))] if joint else []),
-        )
-        if "partial" in summary["levels"]["all"]:
-            for clause in CLAUSES:
-                cells = [f"{summary['levels'][n]['partial'][clause]['f1']:.3f}" for n in levels]
-                table.add_row(f"  F1 {clause}", *cells, *([""] if joint else []))
+    elif "partial" in summary["levels"]["all"]:
+        for clause in CLAUSES:
+            cells = [f"{summary['levels'][n]['partial'][clause]['f1']:.3f}" for n in levels]
+            table.add_row(f"  F1 {clause}", *cells, *([""] if joint else []))
     console = Console(file=file or sys.stderr)
     console.width = max(console.width, 120)  # the official table is wide; never wrap its cells
     console.print(table)
     options = ", ".join(
-        f"{k}={settings[k]}" for k in ("etype", "plug_value", "keep_distinct", "timeout", "raw")
+        f"{k}={settings[k]}" for k in ("etype", "plug_value", "keep_distinct", "timeout", "extract")
     )
     console.print(f"settings: {options}; {settings['evaluator_version']}")
+    if "extraction" in report:
+        console.print(_extraction_line(report["extraction"]))
     if summary["errors"]:
         console.print("errors: " + ", ".join(f"{n} {kind}" for kind, n in summary["errors"].items()))
+
+
+def _extraction_line(extraction: dict) -> str:
+    changes = ", ".join(
+        f"{name} +{extraction[key]['gained']} -{extraction[key]['lost']}"
+        for name, key in (("EX", "exec"), ("EM", "exact"))
+    )
+    return (
+        f"extraction changed {extraction['changed']} of {extraction['count']} predictions; "
+        f"against the official scoring (lines as written): {changes}"
+    )
 
 
 def _ves(value: float | None) -> str:

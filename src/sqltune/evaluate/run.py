@@ -4,6 +4,10 @@ Each example is scored independently, so examples are spread over worker process
 chunks (neighbouring rows often share a gold query, whose results each worker caches). Schemas are
 read once per database and worker, gold queries run once per database file, and every query runs
 read-only with a time limit, so one bad prediction can neither hang nor stop the run.
+
+Each prediction line is scored as written, as the official evaluator scores it. SQL extraction is
+opt-in (`extract=True`): it changes what is scored, so the lines it changed are scored a second
+time as written, and the report keeps the official numbers beside the extracted ones.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from sqltune.errors import DataError
 from sqltune.evaluate.bird import score_bird
 from sqltune.evaluate.execution import Executor, execution_match, test_databases
 from sqltune.evaluate.inputs import GoldItem, describe, is_multi_turn, read_gold, read_predictions
-from sqltune.evaluate.report import summarize, write_report
+from sqltune.evaluate.report import compare_official, summarize, write_report
 from sqltune.evaluate.spider.exact import EMPTY_SQL, exact_match, foreign_key_map, normalize
 from sqltune.evaluate.spider.hardness import hardness
 from sqltune.evaluate.spider.parse import ParseError, SpiderSchema, parse_sql
@@ -37,7 +41,6 @@ class EvalConfig:
     plug_value: bool = False
     keep_distinct: bool = False
     timeout: float | None = 30.0
-    raw: bool = False
     format: str = "spider"
     max_rows: int = 1_000_000
     ves_repeats: int = 10
@@ -73,9 +76,8 @@ class ExampleScorer:
 
     def __call__(self, task: Task) -> dict:
         gold = task.gold
-        pred = task.pred if self.config.raw else extract_sql(task.pred)
         # The official evaluator replaces every "value" (case-sensitive) in a prediction by 1.
-        pred = pred.strip().replace("value", "1")
+        pred = task.pred.strip().replace("value", "1")
         row: dict = {"index": task.index, "db_id": gold.db_id}
         if self.config.format == "bird":
             row["difficulty"] = gold.difficulty
@@ -199,7 +201,7 @@ def evaluate(
     workers: int = 0,
     output: str | Path | None = None,
     format: str = "spider",
-    raw: bool = False,
+    extract: bool = False,
     max_rows: int = 1_000_000,
     ves_repeats: int = 10,
     progress: bool = False,
@@ -207,6 +209,8 @@ def evaluate(
     """Score predictions against gold queries; returns {"settings", "summary", "examples"}.
 
     `etype` is all, exec or match (Spider); `format` is spider or bird. `workers=0` uses every CPU.
+    Lines are scored as written (official semantics) unless `extract`, which applies
+    `sqltune.sql_extract.extract_sql` first and adds the "extraction" and "official" blocks.
     With `output`, the same structure is also written there as JSON.
     """
     if etype not in ("all", "exec", "match"):
@@ -225,16 +229,17 @@ def evaluate(
         plug_value=plug_value,
         keep_distinct=keep_distinct,
         timeout=timeout,
-        raw=raw,
         format=format,
         max_rows=max_rows,
         ves_repeats=ves_repeats,
         fk_maps=fk_maps,
     )
     tasks = [Task(i, p, g) for i, (p, g) in enumerate(zip(preds, gold_items))]
+    originals = _extract(tasks) if extract else []
     # Fewer than ~20 examples per process is not worth starting the process.
     workers = min(workers or os.cpu_count() or 1, max(1, len(tasks) // 20))
-    examples = _run(tasks, config, workers, progress)
+    rows = _run(tasks + originals, config, workers, progress)
+    examples = rows[: len(tasks)]
     settings = {
         "pred": str(pred),
         "pred_format": describe(pred),
@@ -248,21 +253,36 @@ def evaluate(
         "keep_distinct": keep_distinct,
         "timeout": timeout,
         "max_rows": max_rows,
-        "raw": raw,
-        "extraction": "none (--raw)" if raw else "sqltune.sql_extract.extract_sql",
+        "extract": extract,
+        "extraction": "sqltune.sql_extract.extract_sql" if extract else "none (lines scored as written)",
         "ves_repeats": ves_repeats if format == "bird" and etype == "all" else None,
         "workers": workers,
         "evaluator_version": _version(),
         "semantics": SEMANTICS,
     }
+    multi_turn = is_multi_turn(gold_items)
     report = {
         "settings": settings,
-        "summary": summarize(examples, format, etype, is_multi_turn(gold_items)),
+        "summary": summarize(examples, format, etype, multi_turn),
         "examples": examples,
     }
+    if extract:
+        report.update(compare_official(examples, rows[len(tasks) :], format, etype, multi_turn))
     if output:
         write_report(output, report)
     return report
+
+
+def _extract(tasks: list[Task]) -> list[Task]:
+    """Apply the extraction rule to every task; returns the tasks it changed, as written, whose
+    scores (with those of the unchanged tasks) are the official numbers."""
+    originals = []
+    for task in tasks:
+        sql = extract_sql(task.pred)
+        if sql != task.pred.strip():
+            originals.append(Task(task.index, task.pred, task.gold))
+            task.pred = sql
+    return originals
 
 
 def _version() -> str:
