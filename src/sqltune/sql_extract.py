@@ -1,8 +1,9 @@
 """Extracting the one SQL query from a model's raw answer.
 
 Models wrap their SQL in code fences, explanations, echoes of the prompt, comments and semicolons.
-Prediction and evaluation apply this same rule, so a score never depends on which step cleaned the
-text. `extract_sql` does, in order:
+Prediction applies this rule to every answer and writes the result, which `sqltune eval` then scores
+as written, as the official evaluator does; `sqltune eval --extract` applies the same rule to files
+of raw model text. `extract_sql` does, in order:
 
 1. Code fence: if the text holds a fenced block (three backticks, with or without a language tag
    such as `sql`), only the first block is kept; an unclosed fence keeps the rest of the text.

@@ -1,7 +1,7 @@
 """From generated text to the answer: SQL extraction, and execution-guided choice among candidates.
 
 Shared by `sqltune predict` (a dataset) and `sqltune ask` (one question): the engine generates,
-`sqltune.sql_extract.extract_sql` (the rule evaluation applies too) turns each text into one SQL
+`sqltune.sql_extract.extract_sql` (the rule `sqltune eval --extract` applies) turns each text into one SQL
 statement, and with `decoding=execution_guided` the candidates are executed and voted on
 (`sqltune.infer.guided`).
 """
