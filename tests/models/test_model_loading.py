@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sqltune.args import FinetuningArguments, ModelArguments
-from sqltune.errors import ConfigError
+from sqltune.errors import ConfigError, SqltuneError
 from sqltune.models.adapters import apply_finetuning
 from sqltune.models.loading import load_for_inference, load_model, load_tokenizer
 from sqltune.runcard import RunCard
@@ -44,6 +44,11 @@ def test_gpu_only_choices_fail_clearly_on_cpu(tiny_model_dir, tmp_path):
     (gptq / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="GPTQ checkpoint needs a CUDA GPU"):
         load_model(ModelArguments(model_name_or_path=str(gptq)))
+
+
+def test_a_model_folder_that_is_not_there_is_one_line(tmp_path):
+    with pytest.raises(SqltuneError, match=r"model_name_or_path=.*/absent: no such folder; give a local"):
+        load_tokenizer(ModelArguments(model_name_or_path=str(tmp_path / "absent")))
 
 
 def test_quantised_weights_need_lora():

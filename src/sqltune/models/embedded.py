@@ -82,4 +82,11 @@ def resolve_model_path(name_or_path: str) -> str:
         if (target / "config.json").is_file():
             return str(target)
         return str(convert_gguf(path, target))
-    return str(path) if path.exists() else name_or_path
+    if path.exists():
+        return str(path)
+    if path.is_absolute() or name_or_path.startswith((".", "~")):
+        raise SqltuneError(
+            f"model_name_or_path={name_or_path}: no such folder; give a local model folder, a .gguf "
+            f"file or {DEFAULT_MODEL} (nothing is downloaded)"
+        )
+    return name_or_path

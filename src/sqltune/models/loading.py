@@ -41,7 +41,21 @@ def require(what: str, packages: tuple[str, ...] = (), gpu: bool = False, extra:
         raise ConfigError(f"{what} needs the package {' or '.join(packages)}{hint}")
 
 
+def require_quantization(model_args: ModelArguments) -> None:
+    """bitsandbytes quantisation (`quantization_bit`) runs only on a CUDA GPU with the package."""
+    if model_args.quantization_bit:
+        require(
+            f"quantization_bit={model_args.quantization_bit}",
+            ("bitsandbytes",),
+            gpu=True,
+            extra="'sqltune[gpu]'",
+        )
+
+
 def resolve_base(model_args: ModelArguments) -> str:
+    """The loadable base model. A GPU-only choice is checked first, so that a GPU recipe on a
+    machine without one stops at once with what it needs, not after finding or loading a model."""
+    require_quantization(model_args)
     return resolve_model_path(model_args.model_name_or_path)
 
 
@@ -89,9 +103,7 @@ def quantization_config(model_args: ModelArguments, config) -> Any | None:
         return None
     if not model_args.quantization_bit:
         return None
-    require(
-        f"quantization_bit={model_args.quantization_bit}", ("bitsandbytes",), gpu=True, extra="'sqltune[gpu]'"
-    )
+    require_quantization(model_args)
     import torch
     from transformers import BitsAndBytesConfig
 
