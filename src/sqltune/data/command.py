@@ -31,8 +31,9 @@ def length_function(tokenizer_name: str | None) -> tuple[Callable[[str], int], s
     return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), "tokens"
 
 
-def run_data(source: SourceArguments, prompt: PromptArguments) -> dict:
-    """Build and register one dataset; return the summary (also printed)."""
+def run_data(source: SourceArguments, prompt: PromptArguments, quiet: bool = False) -> dict:
+    """Build and register one dataset; return the summary (also printed, unless `quiet`: a dataset
+    built on the way to another command)."""
     start = time.perf_counter()
     data = read_source(source)
     result = build_records(data, prompt, strict=source.strict)
@@ -64,7 +65,8 @@ def run_data(source: SourceArguments, prompt: PromptArguments) -> dict:
         "prompt_length": length_stats(lengths),
         "seconds": round(time.perf_counter() - start, 2),
     }
-    print_summary(summary)
+    if not quiet:
+        print_summary(summary)
     return summary
 
 

@@ -148,13 +148,14 @@ def register(dataset_dir: str | Path, name: str, entry: dict) -> None:
 
 
 def dataset_entry(dataset_dir: str | Path, name: str) -> dict:
-    """The registry entry of `name`; an unknown name lists the registered ones."""
+    """The registry entry of `name`. Every command looks datasets up here, so this is where a
+    missing one is built (the embedded demo) or explained (the command that builds it)."""
+    from sqltune.data.missing import provide_missing
+
     registry = load_registry(dataset_dir)
     if name not in registry:
-        known = ", ".join(sorted(registry)) or "none"
-        raise DataError(
-            f"dataset '{name}' is not registered in {Path(dataset_dir) / REGISTRY} (registered: {known})"
-        )
+        provide_missing(dataset_dir, name, sorted(registry))
+        registry = load_registry(dataset_dir)
     return registry[name]
 
 
