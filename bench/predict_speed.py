@@ -12,7 +12,6 @@ the speed-up over the fp32 loop, and how many answers equal the fp32 loop's.
 
     python bench/predict_speed.py                          # all variants, 3 databases x 16 questions
     python bench/predict_speed.py --databases 2 --per-database 32 --batch-size 32 --only "engine fp32"
-    flock -x /work/cpu.lock python bench/predict_speed.py  # the numbers in docs/benchmarks.md
 """
 
 from __future__ import annotations

@@ -6,12 +6,13 @@ the CPU. Each variant runs in its own process; the first `--warmup` steps are no
 non-padding tokens per second over the timed steps, mean step time, non-padding tokens per step and
 the process's peak resident memory.
 
-    # records (once): sqltune data source=spider data_dir=../shared/data/spider split=train output_dir=/tmp/bench-data
-    python bench/train_speed.py --data /tmp/bench-data
-    python bench/train_speed.py --data /tmp/bench-data --only "sqltune bf16" --steps 4
+    # records (once): sqltune data source=spider data_dir=../shared/data/spider split=train output_dir=runs/bench-data
+    python bench/train_speed.py --data runs/bench-data
+    python bench/train_speed.py --data runs/bench-data --only "sqltune bf16" --steps 4
+    python bench/train_speed.py --data runs/bench-data --lf-python path/to/lf-venv/bin/python
 
-LLaMA-Factory runs from its own environment (`--lf-python`, default /work/lf-venv/bin/python; see
-docs/benchmarks.md for its setup); variants whose environment is missing are skipped.
+LLaMA-Factory runs from a venv of its own (`pip install llamafactory==0.9.5` there): the Python given
+by `--lf-python` (default `$SQLTUNE_LF_PYTHON`). Without one, its variants are skipped.
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def run_variant(name: str, args: argparse.Namespace, sq_dir: Path, lf_dir: Path,
         }
         command = [sys.executable, __file__, "--worker", json.dumps(config)]
     else:
-        if not Path(args.lf_python).is_file():
-            print(f"skip {name}: no LLaMA-Factory environment at {args.lf_python}", file=sys.stderr)
+        if not args.lf_python or not Path(args.lf_python).is_file():
+            where = f"at {args.lf_python}" if args.lf_python else "given (--lf-python or SQLTUNE_LF_PYTHON)"
+            print(f"skip {name}: no LLaMA-Factory Python {where}", file=sys.stderr)
             return None
         lf_args = {
             "model_name_or_path": args.model_dir,
@@ -181,7 +183,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--cutoff", type=int, default=512)
     parser.add_argument("--only", help="comma-separated variant names")
-    parser.add_argument("--lf-python", default="/work/lf-venv/bin/python")
+    parser.add_argument(
+        "--lf-python",
+        default=os.environ.get("SQLTUNE_LF_PYTHON"),
+        help="the Python of a LLaMA-Factory environment (default: $SQLTUNE_LF_PYTHON)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.worker:
