@@ -2,7 +2,7 @@
 
 import pytest
 
-from sqltune.sql_extract import extract_sql
+from sqltune.sql_extract import extract_sql, statement_complete
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,22 @@ def test_extract_sql(text, sql):
 def test_extraction_is_idempotent():
     text = "Answer:\n```sql\nSELECT a ,\n b FROM t -- done\n;\n```"
     assert extract_sql(extract_sql(text)) == extract_sql(text) == "SELECT a , b FROM t"
+
+
+@pytest.mark.parametrize(
+    ("text", "complete"),
+    [
+        ("SELECT a FROM t;", True),
+        ("SELECT a FROM t", False),
+        ("Here it is:\nSELECT a FROM t; and more", True),
+        ("SELECT a FROM t WHERE b = 'x;", False),  # inside a literal
+        ("SELECT a FROM t WHERE b IN (SELECT c FROM u;", False),  # inside parentheses
+        ("-- note; SELECT a", False),  # inside a comment
+        ("you can select rows; then", False),  # prose, not a statement starting a line
+        ("```sql\nSELECT a FROM t\n```", True),
+        ("```sql\nSELECT a FROM t;", False),  # the fence decides: still open
+        ("The table has columns a; b", False),
+    ],
+)
+def test_statement_complete(text, complete):
+    assert statement_complete(text) is complete

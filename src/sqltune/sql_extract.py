@@ -22,6 +22,10 @@ of raw model text. `extract_sql` does, in order:
 
 The rule never changes what is inside a literal other than line breaks and tabs, and never
 reorders or adds SQL. An answer with no SQL at all gives an empty string.
+
+`statement_complete` tells generation when an answer already holds everything this rule will
+keep (a closed first code fence, or a statement ended by a `;` at depth 0), so a model that would
+go on writing prose or a second query can stop there.
 """
 
 from __future__ import annotations
@@ -75,15 +79,44 @@ def _strip_comments(text: str) -> str:
     return "".join(out)
 
 
-def _start_of_sql(text: str) -> int:
-    first = None
+def _line_start_of_sql(text: str) -> int | None:
+    """The first SELECT/WITH that begins the text or a line, or follows `:`."""
     for match in _START.finditer(text):
         before = text[: match.start()].rstrip(" \t")
         if not before or before.endswith(("\n", ":")):
             return match.start()
-        if first is None:
-            first = match.start()
-    return 0 if first is None else first
+    return None
+
+
+def _start_of_sql(text: str) -> int:
+    start = _line_start_of_sql(text)
+    if start is not None:
+        return start
+    first = _START.search(text)
+    return first.start() if first else 0
+
+
+def _statement_end(text: str) -> int | None:
+    """Index of the `;` that ends the first statement of `text`, if it has one."""
+    depth = 0
+    for i, char, inside in _scan(text):
+        if inside:
+            continue
+        if char == ";" and depth == 0:
+            return i
+        depth = max(0, depth + _NESTING.get(char, 0))
+    return None
+
+
+def statement_complete(text: str) -> bool:
+    """Whether more text could no longer change what `extract_sql` keeps of this answer: its first
+    code fence is closed, or (with no fence opened) a SELECT/WITH starting a line is followed by the
+    `;` that ends its statement. Text without either may still grow into an answer."""
+    if "```" in text:
+        return bool(re.search(r"```[^\n`]*\n?.*?```", text, re.S))
+    text = _strip_comments(text.translate(_CURLY))
+    start = _line_start_of_sql(text)
+    return start is not None and _statement_end(text[start:]) is not None
 
 
 def extract_sql(text: str) -> str:
@@ -93,12 +126,9 @@ def extract_sql(text: str) -> str:
         text = fence.group(1)
     text = _strip_comments(text.translate(_CURLY))
     text = text[_start_of_sql(text) :]
-    out, depth = [], 0
-    for _, char, inside in _scan(text):
-        if not inside:
-            if char == ";" and depth == 0:
-                break
-            depth = max(0, depth + _NESTING.get(char, 0))
+    end = _statement_end(text)
+    out = []
+    for _, char, inside in _scan(text if end is None else text[:end]):
         if char.isspace():
             if inside or (out and out[-1] != " "):
                 out.append(" ")

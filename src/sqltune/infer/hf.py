@@ -4,7 +4,8 @@ What makes it several times faster than asking one question at a time (docs/benc
 
 * questions are answered `batch_size` at a time, padded, with the KV cache of the whole batch
   advancing together; a batch stops as soon as every row has produced a stop token (the
-  tokenizer's EOS or the template's end-of-turn token) instead of running to `max_new_tokens`;
+  tokenizer's EOS or the template's end-of-turn token) or, with `stop_after_statement`, a
+  complete SQL statement (a base model otherwise rambles on to `max_new_tokens`);
 * prompts are sorted token by token, so a batch holds questions about the same database, which
   begin with the same instruction and schema. That shared prefix is computed once and its KV cache
   repeated for every row (transformers' prompt-cache reuse); each row then only adds its question.
@@ -23,10 +24,17 @@ import time
 from collections.abc import Iterator, Sequence
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from sqltune.args import GeneratingArguments
 from sqltune.infer.engine import Batch, Candidate, ModelSource, is_quantized, stop_token_ids
+from sqltune.sql_extract import statement_complete
 
 MIN_SHARED_PREFIX = 32  # prompt tokens a batch must share before computing them once is worth it
 
@@ -59,6 +67,39 @@ class ChosenTokenLogprobs(LogitsProcessor):
         return torch.stack(steps, dim=1)
 
 
+class StatementEnd(StoppingCriteria):
+    """Ends a row once its answer holds one complete SQL statement (`statement_complete`).
+
+    Decoding every row at every step would cost more than it saves, so a row is checked only when
+    its newest token can complete a statement (its text holds `;` or a backtick), and the length
+    at which each row stopped is kept: the rest of the row is padding.
+    """
+
+    def __init__(self, tokenizer, triggers: frozenset[int], prompt_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.triggers = triggers
+        self.prompt_length = prompt_length
+        self.stopped_at: dict[int, int] = {}  # row -> answer tokens when it stopped
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        answer_length = input_ids.shape[1] - self.prompt_length
+        for row, token in enumerate(input_ids[:, -1].tolist()):
+            if token not in self.triggers or row in self.stopped_at:
+                continue
+            text = self.tokenizer.decode(input_ids[row, self.prompt_length :], skip_special_tokens=True)
+            if statement_complete(text):
+                done[row] = True
+                self.stopped_at[row] = answer_length
+        return done
+
+
+def statement_end_tokens(tokenizer) -> frozenset[int]:
+    """Token ids whose text holds `;` or a backtick: the only tokens that can complete a statement."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return frozenset(i for i, piece in enumerate(pieces) if piece and (";" in piece or "`" in piece))
+
+
 class HfEngine:
     """Batched generation with a transformers model (see the module docstring)."""
 
@@ -69,6 +110,7 @@ class HfEngine:
         self.batch_size = batch_size
         self.seed = seed
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+        self._statement_end_tokens: frozenset[int] | None = None
 
     @classmethod
     def load(cls, source: ModelSource, dtype: str, batch_size: int = 16, seed: int = 42) -> HfEngine:
@@ -106,15 +148,26 @@ class HfEngine:
             options.update(do_sample=False, num_beams=max(settings.num_beams, candidates))
         return GenerationConfig(**options)
 
-    def answer_length(self, tokens: list[int]) -> int:
-        """Tokens up to and including the first stop token (all of them when none was generated)."""
-        for position, token in enumerate(tokens):
+    def answer_length(self, tokens: list[int], stopped_at: int | None = None) -> int:
+        """Tokens up to and including the first stop token, or up to where the statement ended
+        (all of them when neither happened)."""
+        for position, token in enumerate(tokens[:stopped_at]):
             if token in self.stop_ids:
                 return position + 1
-        return len(tokens)
+        return len(tokens) if stopped_at is None else stopped_at
 
-    def candidate(self, tokens: list[int], logprobs: list[float] | None = None) -> Candidate:
-        length = self.answer_length(tokens)
+    def statement_end(self, settings: GeneratingArguments, prompt_length: int) -> StatementEnd | None:
+        """The statement-end criterion for this batch (greedy and sampling; beams keep their own)."""
+        if not settings.stop_after_statement or settings.num_beams > 1:
+            return None
+        if self._statement_end_tokens is None:
+            self._statement_end_tokens = statement_end_tokens(self.tokenizer)
+        return StatementEnd(self.tokenizer, self._statement_end_tokens, prompt_length)
+
+    def candidate(
+        self, tokens: list[int], logprobs: list[float] | None = None, stopped_at: int | None = None
+    ) -> Candidate:
+        length = self.answer_length(tokens, stopped_at)
         text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
         mean = sum(logprobs[:length]) / length if logprobs and length else None
         return Candidate(text, length, mean)
@@ -141,6 +194,7 @@ class HfEngine:
             )
             input_ids, attention_mask = self.pad(rows, len(prefix) if cache is not None else 0)
             recorder = ChosenTokenLogprobs() if settings.do_sample and candidates > 1 else None
+            statement_end = self.statement_end(settings, input_ids.shape[1])
             with torch.inference_mode():
                 output = self.model.generate(
                     input_ids=input_ids,
@@ -148,14 +202,16 @@ class HfEngine:
                     cache=cache,
                     generation_config=config,
                     logits_processor=LogitsProcessorList([recorder] if recorder else []),
+                    stopping_criteria=StoppingCriteriaList([statement_end] if statement_end else []),
                 )
+            stopped_at = statement_end.stopped_at if statement_end else {}
             new = output[:, input_ids.shape[1] :]
             logprobs = recorder.per_token(new).tolist() if recorder and new.shape[1] else None
             tokens = new.cpu().tolist()
             answers = []
             for q in range(len(indices)):
                 group = [
-                    self.candidate(tokens[r], logprobs[r] if logprobs else None)
+                    self.candidate(tokens[r], logprobs[r] if logprobs else None, stopped_at.get(r))
                     for r in range(q * candidates, (q + 1) * candidates)
                 ]
                 if recorder is not None:  # samples come in random order; beams come best first
