@@ -345,6 +345,13 @@ class GeneratingArguments:
     top_p: float = field(default=0.95, metadata=_help("sampling: nucleus probability mass"))
     top_k: int = field(default=50, metadata=_help("sampling: keep the k most likely tokens (0 = all)"))
     repetition_penalty: float = field(default=1.0, metadata=_help("penalise repeated tokens (1 = off)"))
+    stop_after_statement: bool = field(
+        default=True,
+        metadata=_help(
+            "end an answer once it holds one complete SQL statement (a ';' outside quotes and "
+            "parentheses, or a closed code fence): what SQL extraction keeps cannot change after it"
+        ),
+    )
     decoding: str = field(
         default="single",
         metadata=_help(
