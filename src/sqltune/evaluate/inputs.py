@@ -11,19 +11,27 @@ Predictions:
   single-turn gold every line is one prediction and a blank line is an empty prediction; with a
   multi-turn gold, blank lines separate interactions, which must line up with the gold's;
 * JSON lines `{"index" (0-based gold position; else the line order), "db_id", "sql"}`, as
-  `sqltune predict` writes them (`id` is kept for reference);
-* BIRD's JSON object `{"0": "SQL\\t----- bird -----\\tdb_id", ...}`.
+  `sqltune predict` writes them (`id` is kept for reference). The content decides, not the name: a
+  file whose first line is a JSON object is read as JSON lines, also when it is named `.txt`,
+  `.sql` or (when that object has an "sql" key) `.json`;
+* BIRD's JSON object `{"0": "SQL\\t----- bird -----\\tdb_id", ...}` in a `.json` file.
+
+Every file is read by `sqltune.files` (UTF-8, a byte-order mark dropped). Model output can hold
+broken bytes, so a prediction line that is not UTF-8 text (or holds a NUL byte) does not stop the
+run: it is scored as a wrong prediction whose error says what is wrong (`Unreadable`). Gold files
+and BIRD's JSON object are read whole, and an unreadable byte there is an error.
 
 Counts are never truncated to the shorter file: any mismatch is an error naming both counts.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqltune.errors import DataError
-from sqltune.files import read_json, read_jsonl, require_file
+from sqltune.files import Line, read_json, read_jsonl_lines, read_lines, require_file
 
 _BIRD_SEPARATOR = "\t----- bird -----\t"
 
@@ -44,14 +52,16 @@ def read_gold(path: str | Path) -> list[GoldItem]:
         return _gold_from_json(path)
     items: list[GoldItem] = []
     session, turn = 0, 0
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for line in read_lines(path, "gold file"):
+        if not line.text.strip():
             if turn:
                 session, turn = session + 1, 0
             continue
-        fields = line.strip().split("\t")
+        fields = line.text.strip().split("\t")
         if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
-            raise DataError(f"{path}: line {lineno}: expected 'SQL<TAB>db_id', got {len(fields)} field(s)")
+            raise DataError(
+                f"{path}: line {line.number}: expected 'SQL<TAB>db_id', got {len(fields)} field(s)"
+            )
         turn += 1
         items.append(GoldItem(fields[0], fields[1].strip(), session, turn))
     if not items:
@@ -91,31 +101,71 @@ def is_multi_turn(gold: list[GoldItem]) -> bool:
 
 
 # --- predictions -------------------------------------------------------------------------------------
+class Unreadable(str):
+    """A prediction whose line could not be read: the empty prediction to every scorer, so it counts
+    as wrong, carrying the `reason` that the report shows as its error."""
+
+    reason: str
+
+    def __new__(cls, reason: str = "") -> Unreadable:
+        pred = super().__new__(cls, "")
+        pred.reason = reason
+        return pred
+
+
 def read_predictions(path: str | Path, gold: list[GoldItem]) -> list[str]:
-    """One prediction text per gold item, in gold order ("" for an empty prediction)."""
+    """One prediction per gold item, in gold order ("" for an empty prediction)."""
     path = require_file(path, "prediction file")
-    text = path.read_text(encoding="utf-8")
-    first = text.lstrip()[:1]
-    if path.suffix.lower() == ".jsonl" or (first == "{" and path.suffix.lower() != ".json"):
-        return _from_jsonl(path, gold)
-    if path.suffix.lower() == ".json":
+    lines = read_lines(path, "prediction file", keep_unreadable=True)
+    kind = _format(path, lines)
+    if kind == "jsonl":
+        return _from_jsonl(path, lines, gold)
+    if kind == "json":
         return _from_bird_json(path, gold)
-    lines = [line.strip().split("\t")[0] for line in text.splitlines()]
+    preds = [_unreadable(line) if line.problem else line.text.strip().split("\t")[0] for line in lines]
     if not is_multi_turn(gold):
-        if len(lines) != len(gold):
+        if len(preds) != len(gold):
             raise DataError(
-                f"{path} has {len(lines)} prediction lines but the gold has {len(gold)} queries "
+                f"{path} has {len(preds)} prediction lines but the gold has {len(gold)} queries "
                 "(every line is one prediction; a blank line is an empty prediction)"
             )
-        return lines
-    return _align_sessions(path, lines, gold)
+        return preds
+    return _align_sessions(path, preds, gold)
 
 
-def _align_sessions(path: Path, lines: list[str], gold: list[GoldItem]) -> list[str]:
+def _format(path: Path, lines: list[Line]) -> str:
+    """jsonl, json (BIRD's object) or text. `.jsonl` is JSON lines; otherwise a first line that is a
+    JSON object (one with "sql", in a `.json` file) is too; else `.json` is BIRD's object."""
+    suffix = path.suffix.lower()
+    first = next((line.text.strip() for line in lines if line.text.strip()), "")
+    if suffix == ".jsonl":
+        return "jsonl"
+    if suffix == ".json":
+        return "jsonl" if _is_prediction_row(first) else "json"
+    return "jsonl" if first.startswith("{") else "text"
+
+
+def _is_prediction_row(text: str) -> bool:
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and "sql" in row
+
+
+def _unreadable(line: Line) -> Unreadable:
+    return Unreadable(f"unreadable prediction: line {line.number}: {line.problem}")
+
+
+def _blank(pred: str) -> bool:
+    return not pred.strip() and not isinstance(pred, Unreadable)
+
+
+def _align_sessions(path: Path, preds: list[str], gold: list[GoldItem]) -> list[str]:
     sessions: list[list[str]] = [[]]
-    for line in lines:
-        if line.strip():
-            sessions[-1].append(line)
+    for pred in preds:
+        if not _blank(pred):
+            sessions[-1].append(pred)
         elif sessions[-1]:
             sessions.append([])
     if not sessions[-1]:
@@ -133,32 +183,34 @@ def _align_sessions(path: Path, lines: list[str], gold: list[GoldItem]) -> list[
             raise DataError(
                 f"{path}: interaction {number} has {len(predicted)} predictions but the gold has {expected} turns"
             )
-    return [line for session in sessions for line in session]
+    return [pred for session in sessions for pred in session]
 
 
-def _from_jsonl(path: Path, gold: list[GoldItem]) -> list[str]:
-    rows = read_jsonl(path, "prediction file")
+def _from_jsonl(path: Path, lines: list[Line], gold: list[GoldItem]) -> list[str]:
     preds: list[str | None] = [None] * len(gold)
-    for order, row in enumerate(rows):
+    count = 0
+    for order, (line, row) in enumerate(read_jsonl_lines(lines, path)):
+        count += 1
+        where = f"{path}: line {line.number}"
         index = row.get("index", order)
-        if not isinstance(index, int) or not 0 <= index < len(gold):
-            raise DataError(f"{path}: row {order + 1}: index {index!r} is outside 0..{len(gold) - 1}")
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise DataError(f"{where}: index {index!r} is not an integer")
+        if not 0 <= index < len(gold):
+            raise DataError(f"{where}: index {index} is outside 0..{len(gold) - 1}")
         if preds[index] is not None:
-            raise DataError(f"{path}: row {order + 1}: a second prediction for index {index}")
+            raise DataError(f"{where}: a second prediction for index {index}")
         db_id = row.get("db_id")
         if db_id is not None and db_id != gold[index].db_id:
-            raise DataError(
-                f"{path}: row {order + 1}: db_id '{db_id}' but gold index {index} is on '{gold[index].db_id}'"
-            )
+            raise DataError(f"{where}: db_id '{db_id}' but gold index {index} is on '{gold[index].db_id}'")
         sql = row.get("sql", "")
-        preds[index] = sql if isinstance(sql, str) else ""
-    missing = [i for i, sql in enumerate(preds) if sql is None]
-    if missing or len(rows) != len(gold):
+        preds[index] = _unreadable(line) if line.problem else sql if isinstance(sql, str) else ""
+    missing = [i for i, pred in enumerate(preds) if pred is None]
+    if missing or count != len(gold):
         raise DataError(
-            f"{path} has {len(rows)} predictions but the gold has {len(gold)} queries"
+            f"{path} has {count} predictions but the gold has {len(gold)} queries"
             + (f" (no prediction for index {', '.join(map(str, missing[:10]))})" if missing else "")
         )
-    return [sql or "" for sql in preds]
+    return [pred for pred in preds if pred is not None]
 
 
 def _from_bird_json(path: Path, gold: list[GoldItem]) -> list[str]:
@@ -177,6 +229,6 @@ def _from_bird_json(path: Path, gold: list[GoldItem]) -> list[str]:
 
 
 def describe(path: str | Path) -> str:
-    """A short name of a file's format for the report's settings."""
-    suffix = Path(path).suffix.lower()
-    return {".json": "json", ".jsonl": "jsonl"}.get(suffix, "text")
+    """The prediction file's format (jsonl, json or text), as `read_predictions` read it."""
+    path = Path(path)
+    return _format(path, read_lines(path, "prediction file", keep_unreadable=True))

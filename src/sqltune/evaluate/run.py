@@ -21,12 +21,19 @@ from pathlib import Path
 from sqltune.errors import DataError
 from sqltune.evaluate.bird import score_bird
 from sqltune.evaluate.execution import Executor, execution_match, test_databases
-from sqltune.evaluate.inputs import GoldItem, describe, is_multi_turn, read_gold, read_predictions
+from sqltune.evaluate.inputs import (
+    GoldItem,
+    Unreadable,
+    describe,
+    is_multi_turn,
+    read_gold,
+    read_predictions,
+)
 from sqltune.evaluate.report import compare_official, summarize, write_report
 from sqltune.evaluate.spider.exact import EMPTY_SQL, exact_match, foreign_key_map, normalize
 from sqltune.evaluate.spider.hardness import hardness
 from sqltune.evaluate.spider.parse import ParseError, SpiderSchema, parse_sql
-from sqltune.files import read_json
+from sqltune.files import check_output, read_json
 from sqltune.sql_extract import extract_sql
 
 SEMANTICS = "test-suite-sql-eval (taoyds) at e97acc546ecb; BIRD EX and mini-dev R-VES"
@@ -92,6 +99,8 @@ class ExampleScorer:
                 self._score_spider(row, pred, gold)
         except Exception as err:  # one broken example must not stop the run; it is reported
             row.update(exec=0 if row["exec"] is None else row["exec"], error=f"evaluation failed: {err!r}")
+        if isinstance(task.pred, Unreadable):  # scored as the empty prediction it stands for
+            row["error"] = task.pred.reason
         return row
 
     def _score_bird(self, row: dict, pred: str, gold: GoldItem) -> None:
@@ -217,6 +226,8 @@ def evaluate(
         raise DataError(f"etype: unknown '{etype}', choose all, exec or match")
     if format not in ("spider", "bird"):
         raise DataError(f"format: unknown '{format}', choose spider or bird")
+    if output:
+        check_output(output, (pred, gold, tables), "output")
     gold_items = read_gold(gold)
     preds = read_predictions(pred, gold_items)
     db_dir = Path(db_dir)
