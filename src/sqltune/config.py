@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 import warnings
@@ -23,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from sqltune.errors import ConfigError
+from sqltune.errors import ConfigError, DataError
+from sqltune.files import read_text
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
@@ -69,7 +71,15 @@ def _is_bool_field(group: type, f: dataclasses.Field) -> bool:
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert a value read from the command line or YAML to the field's declared type."""
+    """Convert a value read from the command line or YAML to the field's declared type. No option
+    takes nan or infinity: `timeout=nan` would pass a `> 0` check and turn the time limit off."""
+    converted = _convert(value, tp, key)
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return converted
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
     options, nullable = _type_options(tp)
     if isinstance(value, str) and nullable and value.strip().lower() in _NONE:
         return None
@@ -111,11 +121,12 @@ def _suggest(key: str, valid: Sequence[str]) -> str:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = read_text(path, "config file")
+    except DataError as err:  # a config file is configuration, whatever is wrong with it
+        raise ConfigError(str(err)) from None
+    try:
+        loaded = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
