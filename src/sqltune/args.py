@@ -86,7 +86,11 @@ class SourceArguments:
     seed: int = field(default=42, metadata=_help("seed for anything random (synthesis, one-shot choice)"))
 
     def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
         check_synth_sizes(self.synth_pairs, self.holdout)
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("limit: must be >= 1 (leave it out to read every example)")
 
 
 def check_synth_sizes(synth_pairs: int, holdout: float) -> None:
@@ -435,6 +439,8 @@ class PredictArguments:
         _check_choice("format", self.format, OUTPUT_FORMATS)
         if self.batch_size < 1 or self.tensor_parallel_size < 1:
             raise ConfigError("batch_size and tensor_parallel_size: must be >= 1")
+        if self.format == "spider" and str(self.output or "").lower().endswith(".sql"):
+            raise ConfigError("output: format=spider writes SQL lines to <output>.sql; name this one .jsonl")
         if self.cutoff_len is not None and self.cutoff_len < 8:
             raise ConfigError("cutoff_len: must be >= 8")
 

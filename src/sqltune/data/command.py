@@ -8,13 +8,16 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from sqltune.args import PromptArguments, SourceArguments
 from sqltune.config import format_help, parse_args
-from sqltune.data.records import build_records, length_stats, write_dataset
+from sqltune.data.records import build_records, dataset_files, length_stats, write_dataset
 from sqltune.data.sources import read_source
+from sqltune.errors import DataError, SqltuneWarning
+from sqltune.files import check_output, check_output_dir, plain_name
 
 GROUPS = (SourceArguments, PromptArguments)
 
@@ -31,13 +34,39 @@ def length_function(tokenizer_name: str | None) -> tuple[Callable[[str], int], s
     return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), "tokens"
 
 
+def check_outputs(source: SourceArguments) -> str:
+    """The dataset's name, once it is known that writing it destroys no input and stays in
+    `output_dir` (checked before any reading, so a mistake costs no time)."""
+    name = plain_name(source.dataset_name or f"{source.source}_{source.split}", "dataset_name")
+    check_output_dir(source.output_dir)
+    for path in dataset_files(source.output_dir, name):
+        check_output(path, (source.questions, source.tables, source.db), "dataset file")
+    return name
+
+
+def warn_missing_databases(db_dir: str | None) -> None:
+    """Records are built from the tables file alone, so a database folder that does not exist is
+    not an error here, but everything that executes the dataset's SQL will need it."""
+    if db_dir and not Path(db_dir).is_dir():
+        warnings.warn(
+            f"database folder {db_dir} does not exist; it is recorded as the dataset's db_dir, but "
+            "executing its SQL (eval, execution-guided decoding) needs the databases there or db_dir=",
+            SqltuneWarning,
+            stacklevel=2,
+        )
+
+
 def run_data(source: SourceArguments, prompt: PromptArguments, quiet: bool = False) -> dict:
     """Build and register one dataset; return the summary (also printed, unless `quiet`: a dataset
     built on the way to another command)."""
     start = time.perf_counter()
+    name = check_outputs(source)
     data = read_source(source)
     result = build_records(data, prompt, strict=source.strict)
-    name = source.dataset_name or f"{source.source}_{source.split}"
+    if not result.records:
+        skipped = skip_counts(result.skipped)
+        raise DataError(f"no records to write ({data.read} read, {skipped} skipped); nothing written")
+    warn_missing_databases(data.db_dir)
     info = {
         "source": source.source,
         "split": source.split,
@@ -70,6 +99,10 @@ def run_data(source: SourceArguments, prompt: PromptArguments, quiet: bool = Fal
     return summary
 
 
+def skip_counts(skipped: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in skipped.items()) if skipped else "0"
+
+
 def print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -78,8 +111,7 @@ def print_summary(summary: dict) -> None:
     table.add_row("records file", summary["file"])
     table.add_row("examples read", str(summary["read"]))
     table.add_row("records written", str(summary["written"]))
-    skipped = summary["skipped"]
-    table.add_row("skipped", ", ".join(f"{n} {reason}" for reason, n in skipped.items()) if skipped else "0")
+    table.add_row("skipped", skip_counts(summary["skipped"]))
     table.add_row("schemas shortened", str(summary["shortened"]))
     table.add_row("databases", str(summary["databases"]))
     stats = summary["prompt_length"]

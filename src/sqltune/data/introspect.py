@@ -30,7 +30,9 @@ def plain_value(value: Any) -> Any:
 
 
 def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
-    """Introspect a SQLite file: tables, declared column types, primary and foreign keys."""
+    """Introspect a SQLite file: tables, declared column types, primary and foreign keys. A file
+    without tables is an error: SQLite reads an empty file as an empty database, and a schema with
+    nothing in it would only yield prompts (or pairs) about nothing."""
     path = Path(path)
     conn = connect_readonly(path)
     conn.set_authorizer(None)  # PRAGMAs are needed here; the connection is still read-only
@@ -68,6 +70,8 @@ def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
         raise DataError(f"{path}: cannot read the database schema ({err})") from None
     finally:
         conn.close()
+    if not tables:
+        raise DataError(f"{path}: no tables in the database (an empty file?)")
     return Schema(db_id=db_id or path.stem, tables=tables, foreign_keys=foreign_keys, db_path=str(path))
 
 

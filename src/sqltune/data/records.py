@@ -106,22 +106,30 @@ def build_records(data: SourceData, args: PromptArguments, strict: bool = False)
     return result
 
 
+def dataset_files(output_dir: str | Path, name: str) -> tuple[Path, Path, Path, Path]:
+    """The files `write_dataset` writes for `name`: records, examples, schemas and the registry."""
+    output_dir = Path(output_dir)
+    return (
+        output_dir / f"{name}.jsonl",
+        output_dir / f"{name}.examples.jsonl",
+        output_dir / f"{name}.schemas.json",
+        output_dir / REGISTRY,
+    )
+
+
 def write_dataset(output_dir: str | Path, name: str, result: BuildResult, info: dict) -> Path:
     """Write the dataset files and register it; return the records file."""
-    output_dir = Path(output_dir)
-    records_path = output_dir / f"{name}.jsonl"
-    write_jsonl(output_dir / f"{name}.examples.jsonl", (e.to_dict() for e in result.examples))
-    write_json(
-        output_dir / f"{name}.schemas.json", {k: s.to_dict() for k, s in result.schemas.items()}, indent=None
-    )
+    records_path, examples_path, schemas_path, _ = dataset_files(output_dir, name)
+    write_jsonl(examples_path, (e.to_dict() for e in result.examples))
+    write_json(schemas_path, {k: s.to_dict() for k, s in result.schemas.items()}, indent=None)
     write_jsonl(records_path, result.records)
     entry = {
         "file_name": records_path.name,
         "formatting": "alpaca",
         "columns": dict(ALPACA_COLUMNS),
         "sqltune": {
-            "examples": f"{name}.examples.jsonl",
-            "schemas": f"{name}.schemas.json",
+            "examples": examples_path.name,
+            "schemas": schemas_path.name,
             "count": len(result.records),
             **info,
         },
@@ -189,7 +197,8 @@ def load_dataset(dataset_dir: str | Path, name: str) -> Dataset:
         ]
         if len(examples) != len(records):
             raise DataError(
-                f"{dataset_dir / extra['examples']}: {len(examples)} examples for {len(records)} records; rebuild the dataset"
+                f"{dataset_dir / extra['examples']}: {len(examples)} examples for the {len(records)} records of "
+                f"{dataset_dir / entry['file_name']}; rebuild the dataset"
             )
     if "schemas" in extra:
         raw = read_json(dataset_dir / extra["schemas"], "schemas file")

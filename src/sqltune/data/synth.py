@@ -45,7 +45,7 @@ from sqltune.data.synth_templates import (
 )
 from sqltune.db import connect_readonly, run_query
 from sqltune.errors import ConfigError, DataError
-from sqltune.files import write_jsonl
+from sqltune.files import check_output, write_jsonl
 
 QUERY_TIMEOUT = 5.0  # seconds per check query
 MAX_ROWS = 1000  # rows fetched per check query; more is fine, the query still returned rows
@@ -109,7 +109,10 @@ def synthesize(db_path: str | Path, count: int, seed: int = 42, db_id: str | Non
     schema = schema_from_sqlite(db_path, db_id)
     conn = connect_readonly(db_path)
     try:
-        profile = profile_database(schema, conn)
+        try:
+            profile = profile_database(schema, conn)
+        except sqlite3.DatabaseError as err:  # a corrupt file whose schema still reads
+            raise DataError(f"{db_path}: cannot read the database's rows ({err})") from None
         if not profile.tables:
             return []
         rng = random.Random(f"{seed}:{schema.db_id}")
@@ -146,6 +149,7 @@ def run_synth(args: SynthArguments) -> dict:
         raise ConfigError("synth needs db=<SQLite file or folder of databases>")
     if args.per_db < 1:
         raise ConfigError("per_db: must be >= 1")
+    check_output(args.output, (args.db,), "output")
     start = time.perf_counter()
     databases = find_databases(args.db)
     from tqdm import tqdm
@@ -156,6 +160,8 @@ def run_synth(args: SynthArguments) -> dict:
         found = synthesize(path, args.per_db, args.seed, db_id)
         per_db[db_id] = len(found)
         pairs += found
+    if not pairs:  # never replace a pairs file with an empty one
+        raise DataError(f"{args.db}: no question/SQL pairs could be synthesized (no rows?); nothing written")
     write_jsonl(args.output, pairs)
     summary = {
         "output": str(args.output),

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import import_module
+from pathlib import Path
 
 from sqltune.args import SourceArguments
 from sqltune.data.example import Example
@@ -65,4 +66,7 @@ def read_source(args: SourceArguments) -> SourceData:
 def require_dir(args: SourceArguments) -> str:
     if not args.data_dir:
         raise ConfigError(f"source={args.source} needs data_dir=<folder of the {args.source} files>")
+    if not Path(args.data_dir).is_dir():
+        problem = "is a file, not a folder" if Path(args.data_dir).exists() else "not found"
+        raise DataError(f"data_dir {args.data_dir}: {problem}")
     return args.data_dir

@@ -4,6 +4,7 @@ single-turn records into `Example`s, and finding a benchmark's files among the l
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from sqltune.args import SourceArguments
@@ -11,32 +12,35 @@ from sqltune.data.example import Example
 from sqltune.data.schema import Schema
 from sqltune.data.sources import Skips
 from sqltune.errors import DataError
-from sqltune.files import read_json, read_jsonl, require_file
+from sqltune.files import read_json, read_jsonl, read_text
 
 SQL_KEYS = ("query", "sql", "SQL")  # Spider, BIRD's third-party copies, BIRD
 
 
 def load_records(path: str | Path, what: str = "question file") -> list:
-    """The records of a `.json` list, a `.jsonl` file or a `.csv` file with a header row."""
+    """The records of a `.json` list, a `.jsonl` file or a `.csv` file with a header row; none is an
+    error, since an empty question file is always a mistake."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return read_jsonl(path, what)
-    if suffix == ".csv":
-        return _read_csv(require_file(path, what))
-    records = read_json(path, what)
+        records: list = read_jsonl(path, what)
+    elif suffix == ".csv":
+        records = _read_csv(path, what)
+    else:
+        records = read_json(path, what)
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of examples")
+    if not records:
+        raise DataError(f"{path}: no examples in the file")
     return records
 
 
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        try:
-            rows = list(reader)
-        except csv.Error as err:
-            raise DataError(f"{path}: malformed CSV at line {reader.line_num}: {err}") from None
+def _read_csv(path: Path, what: str) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(read_text(path, what), newline=""))
+    try:
+        rows = list(reader)
+    except csv.Error as err:
+        raise DataError(f"{path}: malformed CSV at line {reader.line_num}: {err}") from None
     header = [name.strip() for name in reader.fieldnames or []]
     if "question" not in header or not any(key in header for key in SQL_KEYS):
         raise DataError(f"{path}: the CSV header needs a 'question' and a 'sql' (or 'query') column")
