@@ -77,7 +77,8 @@ def run_predict(
     """Answer the dataset's pending questions into the predictions file; return the summary."""
     from tqdm import tqdm
 
-    from sqltune.data.records import load_dataset
+    from sqltune.data.records import dataset_files, load_dataset
+    from sqltune.files import check_output
     from sqltune.infer.answers import answer
     from sqltune.infer.engine import model_source, open_engine
     from sqltune.infer.predictions import PredictionFile
@@ -89,7 +90,7 @@ def run_predict(
     source = model_source(args.run_dir, model_args)
     dataset = load_dataset(args.dataset_dir, args.dataset)
     examples = dataset_examples(dataset, args.max_samples)
-    output = Path(args.output) if args.output else default_output(args)
+    output = check_output(args.output or default_output(args), dataset_files(args.dataset_dir, args.dataset))
     file = PredictionFile(output, overwrite=args.overwrite)
     pending = file.pending(examples)
     summary = PredictSummary(output, len(examples), len(pending), 0.0, 0, 0, 0)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqltune.data.example import Example
-from sqltune.errors import ConfigError
-from sqltune.files import read_jsonl, write_jsonl, write_text
+from sqltune.errors import ConfigError, DataError
+from sqltune.files import read_jsonl_lines, read_lines, write_jsonl, write_text
 
 
 class PredictionFile:
@@ -23,7 +23,13 @@ class PredictionFile:
         self.path = Path(path)
         self.rows: dict[int, dict] = {}
         if self.path.is_file() and not overwrite:
-            for row in read_jsonl(self.path, "predictions file"):
+            lines = read_lines(self.path, "predictions file")
+            for line, row in read_jsonl_lines(lines, self.path):
+                if not isinstance(row.get("index"), int) or isinstance(row["index"], bool):
+                    raise DataError(
+                        f"{self.path}: line {line.number} has no integer 'index', so it was not written by "
+                        "sqltune predict; give another output= or overwrite=true"
+                    )
                 self.rows[row["index"]] = row
 
     def pending(self, examples: list[Example]) -> list[int]:
