@@ -25,7 +25,7 @@ NEEDS = {
     "spider_smollm2_lora.yaml": SPIDER_TRAIN,
     "spider_full.yaml": SPIDER_TRAIN,
     "spider_freeze.yaml": SPIDER_TRAIN,
-    "spider_smollm2.yaml": "../shared/data/spider: not found",
+    "spider_smollm2.yaml": "spider_dir=../shared/data/spider: no such folder; this recipe needs Spider",
     "own_database.yaml": "source=synth needs db=",
     "spider_qlora_gpu.yaml": SPIDER_TRAIN,  # on a GPU; without one it says that it needs one
 }

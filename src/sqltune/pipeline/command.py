@@ -54,6 +54,11 @@ def build_data(run: RunArguments, prompt: PromptArguments, data_dir: Path, seed:
     """Build the train and dev datasets of `run.source`; returns their names."""
     from sqltune.data.command import run_data
 
+    if run.source == "spider" and not Path(run.spider_dir).is_dir():
+        raise ConfigError(
+            f"spider_dir={run.spider_dir}: no such folder; this recipe needs Spider (tables.json, "
+            "train_spider.json, dev.json, database/): give spider_dir=<spider folder>"
+        )
     for split, limit in (("train", run.train_limit), ("dev", run.eval_limit)):
         source = SourceArguments(
             source=run.source,
