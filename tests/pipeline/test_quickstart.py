@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sqltune.cli import main as cli
 from sqltune.files import read_jsonl
+from sqltune.pipeline.report import minutes
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = ["max_steps=2", "per_device_train_batch_size=4", "eval_limit=4", "max_new_tokens=24"]
@@ -24,14 +25,20 @@ def test_quickstart_runs_end_to_end_and_continues(tmp_path, capsys):
         assert len(read_jsonl(out / "predictions" / f"{label}.jsonl")) == 4
         assert (out / "eval" / f"{label}.json").is_file()
     assert report["run"]["train"]["train_steps"] == 2 and report["run"]["prompt_format"] == "ddl"
+    timing = report["run"]["timing"]
+    assert timing["trained_now"] and timing["train_s"] > 0 and timing["before_s"] > 0
+    assert timing["total_s"] >= sum(timing[k] for k in ("data_s", "train_s", "before_s", "after_s"))
+    assert report["run"]["precision"] in ("bf16", "fp32") and "wall time" in table
     markdown = (out / "report.md").read_text()
     assert "| before (base model) |" in markdown and "| after fine-tuning |" in markdown
+    assert f"wall time {minutes(timing['total_s'])}: data" in markdown
     assert (out / "report.png").stat().st_size > 10_000
     assert (out / "adapter_model.safetensors").is_file() and (out / "data" / "demo_dev_gold.sql").is_file()
 
     assert cli(["run", str(ROOT / "configs" / "quickstart.yaml"), f"output_dir={out}", *SHORT]) == 0
     err = capsys.readouterr().err
     assert "reusing the trained run" in err and "4 (0 answered now)" in err
+    assert "training reused" in (out / "report.md").read_text()
     again = json.loads((out / "report.json").read_text())["after"]
     assert [again[k] for k in ("ex", "em", "n", "by_hardness")] == [
         report["after"][k] for k in ("ex", "em", "n", "by_hardness")

@@ -19,7 +19,9 @@ run is recorded in the run index (`sqltune.run_index`), where `sqltune ask` find
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 from pathlib import Path
 
 from sqltune.args import (
@@ -193,6 +195,26 @@ def predict_and_score(
     return report
 
 
+class Timing:
+    """Wall seconds of each step of the pipeline (`with timing("train_s"): ...`) and in total."""
+
+    def __init__(self) -> None:
+        self.began = time.perf_counter()
+        self.steps: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, step: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.steps[step] = round(time.perf_counter() - start, 1)
+
+    def seconds(self, trained: bool) -> dict:
+        total = round(time.perf_counter() - self.began, 1)
+        return {**self.steps, "total_s": total, "trained_now": trained}
+
+
 def run_pipeline(
     run: RunArguments,
     model_args: ModelArguments,
@@ -209,19 +231,24 @@ def run_pipeline(
 
     run_dir = Path(training.output_dir)
     data_dir = run_dir / DATA
-    check_database(run, data_dir)
-    train_name, dev = build_data(run, prompt, data_dir, training.seed)
-    card, trained = train_step(model_args, finetuning, training, run, data_dir, train_name)
+    timing = Timing()
+    with timing("data_s"):
+        check_database(run, data_dir)
+        train_name, dev = build_data(run, prompt, data_dir, training.seed)
+    with timing("train_s"):
+        card, trained = train_step(model_args, finetuning, training, run, data_dir, train_name)
     reports = {}
     if run.before:  # the base model, asked exactly as the fine-tuned one will be
         base = dataclasses.replace(model_args, adapter_name_or_path=None, template=card.template)
-        reports["before"] = predict_and_score(
-            "before", base, run_dir, None, run, settings, dev, training.seed, False
+        with timing("before_s"):
+            reports["before"] = predict_and_score(
+                "before", base, run_dir, None, run, settings, dev, training.seed, False
+            )
+    with timing("after_s"):
+        reports["after"] = predict_and_score(
+            "after", ModelArguments(), run_dir, run_dir, run, settings, dev, training.seed, overwrite=trained
         )
-    reports["after"] = predict_and_score(
-        "after", ModelArguments(), run_dir, run_dir, run, settings, dev, training.seed, overwrite=trained
-    )
-    report = write_reports(run_dir, reports, card)
+    report = write_reports(run_dir, reports, card, timing.seconds(trained))
     print_table(report, run_dir)
     record_run(run_dir, run.source, run.db)  # so that `sqltune ask` finds it (sqltune.run_index)
     return report

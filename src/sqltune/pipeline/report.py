@@ -37,8 +37,9 @@ def scores(evaluation: dict) -> dict:
     }
 
 
-def write_reports(run_dir: Path, evaluations: dict[str, dict], card: RunCard) -> dict:
-    """Write report.json, report.md and report.png into the run directory; return the report."""
+def write_reports(run_dir: Path, evaluations: dict[str, dict], card: RunCard, timing: dict) -> dict:
+    """Write report.json, report.md and report.png into the run directory; return the report.
+    `timing`: wall seconds of each step and in total (`sqltune.pipeline.command.Timing`)."""
     settings = next(iter(evaluations.values()))["settings"]
     report = {label: scores(evaluation) for label, evaluation in evaluations.items()}
     report["run"] = {
@@ -49,8 +50,12 @@ def write_reports(run_dir: Path, evaluations: dict[str, dict], card: RunCard) ->
         "prompt_format": card.prompt_format,
         "datasets": card.datasets,
         "train": {
-            k: card.metrics.get(k) for k in ("train_examples", "train_steps", "train_loss", "train_runtime_s")
+            k: card.metrics.get(k)
+            for k in ("train_examples", "train_steps", "train_tokens", "train_loss", "train_runtime_s")
         },
+        "precision": card.precision.get("used"),
+        "device": card.precision.get("device"),
+        "timing": timing,
     }
     report["evaluation"] = {
         k: settings[k] for k in ("gold", "database_variant", "timeout", "evaluator_version")
@@ -59,6 +64,22 @@ def write_reports(run_dir: Path, evaluations: dict[str, dict], card: RunCard) ->
     plot(run_dir / "report.png", run_dir / "trainer_state.json", report)
     write_text(run_dir / "report.md", markdown(report))
     return report
+
+
+def minutes(seconds: float) -> str:
+    """`7 min 49 s` (or `38 s`)."""
+    whole = round(seconds)
+    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
+
+
+def time_line(run: dict) -> str:
+    """One line: the wall time of the whole run and of its steps, and what trained."""
+    timing = run["timing"]
+    names = {"data_s": "data", "train_s": "training", "before_s": "base model", "after_s": "fine-tuned"}
+    steps = ", ".join(f"{names[k]} {minutes(timing[k])}" for k in names if k in timing)
+    reused = "" if timing.get("trained_now", True) else " (training reused from an earlier run)"
+    where = f", {run['precision']} on {run['device']}" if run.get("precision") else ""
+    return f"wall time {minutes(timing['total_s'])}: {steps}{reused}{where}"
 
 
 def _fmt(value: float | None) -> str:
@@ -80,6 +101,8 @@ def markdown(report: dict) -> str:
         f"{run['model']}, {run['finetuning_type']} fine-tuning on {', '.join(run['datasets'])} "
         f"({run['train']['train_examples']} examples, {run['train']['train_steps']} steps, "
         f"{run['train']['train_runtime_s']} s), template {run['template']}, prompt format {run['prompt_format']}.",
+        "",
+        time_line(run) + ".",
         "",
         "| | EX | EM | questions |",
         "| --- | ---: | ---: | ---: |",
@@ -164,4 +187,5 @@ def print_table(report: dict, run_dir: Path) -> None:
         table.add_row("gain", _gain(report, "ex"), _gain(report, "em"), "")
     console = Console()  # the result of the whole command: stdout
     console.print(table)
+    console.print(time_line(report["run"]))
     console.print(f"report: {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")
