@@ -21,7 +21,11 @@ def test_run_recipe_validates(recipe):
     database = ["db=shop.sqlite"] if load_yaml(recipe)["source"] == "synth" else []
     run, model, finetuning, training, prompt, generating = parse_args(groups(), [str(recipe), *database])
     assert training.output_dir.startswith("outputs/") and model.model_name_or_path == "smollm2-135m"
-    assert run.source in ("demo", "spider", "synth") and finetuning.finetuning_type == "lora"
+    assert run.source in ("demo", "spider", "synth") and finetuning.finetuning_type in (
+        "lora",
+        "freeze",
+        "full",
+    )
     assert generating.max_new_tokens <= 128 and run.cutoff_len <= 1024
 
 
