@@ -279,6 +279,13 @@ class FinetuningArguments:
     lora_rank: int = field(default=8, metadata=_help("LoRA rank r"))
     lora_alpha: int | None = field(default=None, metadata=_help("LoRA alpha (default 2 * lora_rank)"))
     lora_dropout: float = field(default=0.0, metadata=_help("dropout on the LoRA input"))
+    lora_layers: int | None = field(
+        default=None,
+        metadata=_help(
+            "LoRA on the last N decoder layers only: the backward pass stops below them (faster; "
+            "default: every layer)"
+        ),
+    )
     lora_target: str = field(
         default="all",
         metadata=_help("module names, comma-separated, or 'all' (every linear layer but the head)"),

@@ -136,6 +136,47 @@ def test_loraplus_gives_b_matrices_a_larger_learning_rate(tiny_model_dir, tiny_d
     assert rates == {1e-3, 16e-3}
 
 
+def test_lora_layers_adapts_only_the_last_layers_and_backward_stops_there(
+    tiny_model_dir, tiny_data_dir, tmp_path
+):
+    out = tmp_path / "run"
+    train(tiny_model_dir, tiny_data_dir, out, "lora_layers=1", "learning_rate=1e-2")
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert adapter and all(".layers.1." in name for name in adapter)
+    assert {name.split(".")[-2] for name in adapter} == {"lora_A", "lora_B"}
+    assert {name.split(".layers.1.")[1].split(".")[1] for name in adapter} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }  # lora_target=all: every linear layer of that decoder layer
+
+    from sqltune.args import FinetuningArguments
+    from sqltune.models.adapters import apply_finetuning
+
+    model = apply_finetuning(
+        load_model(ModelArguments(model_name_or_path=str(tiny_model_dir))),
+        FinetuningArguments(lora_layers=1),
+        ModelArguments(model_name_or_path=str(tiny_model_dir)),
+    )
+    seen = []
+    first_layer = model.get_base_model().model.layers[0]
+    first_layer.register_forward_hook(lambda module, inputs, output: seen.append(output[0].requires_grad))
+    model(input_ids=torch.tensor([[5, 6, 7]]), labels=torch.tensor([[5, 6, 7]])).loss.backward()
+    assert seen == [False]  # nothing below the adapted layer is recorded for the backward pass
+
+
+@pytest.mark.parametrize("count", ["0", "3"])
+def test_lora_layers_out_of_range_is_a_user_error(tiny_model_dir, tiny_data_dir, tmp_path, capsys, count):
+    argv = ["train", f"model_name_or_path={tiny_model_dir}", f"dataset_dir={tiny_data_dir}"]
+    argv += ["dataset=tiny_train", f"output_dir={tmp_path / 'run'}", f"lora_layers={count}"]
+    assert cli(argv) == 2
+    assert "lora_layers: must be between 1 and 2" in capsys.readouterr().err
+
+
 def test_freeze_trains_only_the_last_layer(tiny_model_dir, tiny_data_dir, tmp_path):
     out = tmp_path / "run"
     card = train(

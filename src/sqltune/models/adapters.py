@@ -17,7 +17,7 @@ from sqltune.errors import ConfigError
 def layer_count(model) -> int:
     count = getattr(model.config, "num_hidden_layers", None)
     if not count:
-        raise ConfigError("finetuning_type=freeze: the model's config has no num_hidden_layers")
+        raise ConfigError("the model's config has no num_hidden_layers: cannot choose layers to train")
     return int(count)
 
 
@@ -27,7 +27,9 @@ def lora_config(model, finetuning: FinetuningArguments, model_args: ModelArgumen
 
     targets = finetuning.lora_targets
     target_modules: str | list[str] = "all-linear" if targets == ["all"] else targets
-    if target_modules != "all-linear":
+    if target_modules == "all-linear" and finetuning.lora_layers is not None:
+        target_modules = linear_layer_names(model)  # peft chooses layers only from a list of names
+    elif target_modules != "all-linear":
         names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
         unknown = [t for t in targets if t not in names]
         if unknown:
@@ -41,6 +43,7 @@ def lora_config(model, finetuning: FinetuningArguments, model_args: ModelArgumen
             raise ConfigError("loftq_init replaces quantization_bit: LoftQ quantises the base itself")
         init, loftq = "loftq", LoftQConfig(loftq_bits=4)
     return LoraConfig(
+        **lora_layer_options(model, finetuning.lora_layers),
         task_type=TaskType.CAUSAL_LM,
         r=finetuning.lora_rank,
         lora_alpha=finetuning.lora_alpha,
@@ -52,6 +55,31 @@ def lora_config(model, finetuning: FinetuningArguments, model_args: ModelArgumen
         init_lora_weights=init,
         loftq_config=loftq or {},
     )
+
+
+def linear_layer_names(model) -> list[str]:
+    """The names of every linear layer inside the decoder layers (what `all-linear` adapts)."""
+    import torch
+
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".layers." in name
+        }
+    )
+
+
+def lora_layer_options(model, last: int | None) -> dict:
+    """peft's `layers_to_transform` for LoRA on the last `last` decoder layers (none: every layer).
+    Below the lowest adapted layer nothing needs a gradient, so autograd records nothing there and
+    the backward pass stops at that layer."""
+    if last is None:
+        return {}
+    total = layer_count(model)
+    if not 1 <= last <= total:
+        raise ConfigError(f"lora_layers: must be between 1 and {total}, the model's layer count")
+    return {"layers_to_transform": list(range(total - last, total)), "layers_pattern": "layers"}
 
 
 def apply_lora(model, finetuning: FinetuningArguments, model_args: ModelArguments):
