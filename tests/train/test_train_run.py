@@ -11,6 +11,8 @@ from sqltune.cli import main as cli
 from sqltune.models.loading import load_for_inference, load_model
 from sqltune.runcard import RunCard
 
+LLAMA_LINEAR_LAYERS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
 
 def train(model_dir, data_dir, out, *extra: str) -> RunCard:
     argv = [
@@ -64,15 +66,7 @@ def test_lora_run_directory(tiny_model_dir, tiny_data_dir, tmp_path):
     assert 0 < metrics["trainable_params"] < metrics["all_params"]
     assert "step 4" in (out / "train.log").read_text()
     adapter = json.loads((out / "adapter_config.json").read_text())
-    assert {t.rsplit(".", 1)[-1] for t in adapter["target_modules"]} == {
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    }
+    assert {t.rsplit(".", 1)[-1] for t in adapter["target_modules"]} == LLAMA_LINEAR_LAYERS
     model, tokenizer, loaded = load_for_inference(out)
     assert loaded == card
     assert changed(tiny_model_dir, model.merge_and_unload())  # the adapter changes the weights
@@ -144,15 +138,8 @@ def test_lora_layers_adapts_only_the_last_layers_and_backward_stops_there(
     adapter = load_file(out / "adapter_model.safetensors")
     assert adapter and all(".layers.1." in name for name in adapter)
     assert {name.split(".")[-2] for name in adapter} == {"lora_A", "lora_B"}
-    assert {name.split(".layers.1.")[1].split(".")[1] for name in adapter} == {
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    }  # lora_target=all: every linear layer of that decoder layer
+    # lora_target=all: every linear layer of that decoder layer
+    assert {name.split(".layers.1.")[1].split(".")[1] for name in adapter} == LLAMA_LINEAR_LAYERS
 
     from sqltune.args import FinetuningArguments
     from sqltune.models.adapters import apply_finetuning

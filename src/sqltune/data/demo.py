@@ -71,16 +71,7 @@ def read_demo(args: SourceArguments) -> SourceData:
     examples: list[Example] = []
     for db_id in SPLITS[args.split]:
         for pair in synthesize(schemas[db_id].db_path, PAIRS_PER_DB[args.split], args.seed, db_id):
-            examples.append(
-                Example(
-                    id=f"demo_{args.split}_{len(examples)}",
-                    db_id=db_id,
-                    question=pair["question"],
-                    sql=pair["sql"],
-                    source="demo",
-                    difficulty=pair["difficulty"],
-                )
-            )
+            examples.append(Example.from_pair(pair, f"demo_{args.split}_{len(examples)}", db_id, "demo"))
     if args.limit is not None:
         examples = examples[: args.limit]
     return SourceData(examples, schemas, read=len(examples), tables_path=str(tables_path), db_dir=str(db_dir))

@@ -28,6 +28,11 @@ class Example:
         return data
 
     @classmethod
+    def from_pair(cls, pair: dict, id: str, db_id: str, source: str) -> Example:
+        """An example from a synthesized pair (`sqltune.data.synth`: question, sql, difficulty)."""
+        return cls(id, db_id, pair["question"], pair["sql"], source=source, difficulty=pair["difficulty"])
+
+    @classmethod
     def from_dict(cls, data: dict) -> Example:
         data = dict(data)
         data["history"] = [tuple(turn) for turn in data.get("history", [])]

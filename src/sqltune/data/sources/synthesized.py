@@ -83,14 +83,7 @@ def read_synthesized(args: SourceArguments) -> SourceData:
             f"(at least {MIN_PAIRS} are needed to train and hold some out); does it have tables with rows?"
         )
     examples = [
-        Example(
-            id=f"synth_{args.split}_{i}",
-            db_id=db_id,
-            question=pair["question"],
-            sql=pair["sql"],
-            source="synth",
-            difficulty=pair["difficulty"],
-        )
+        Example.from_pair(pair, f"synth_{args.split}_{i}", db_id, "synth")
         for i, pair in enumerate(split_pairs(pairs, args.holdout, args.seed)[args.split])
     ]
     if args.limit is not None:
