@@ -13,9 +13,14 @@ The fine-tuning itself is the long part and runs before this script, as its own 
 Every variant asks with the run's template and prompt format (the dev records are built with the
 prompt options the run was trained on), greedy, `--max-new-tokens` 128. "zero-shot" is the base
 model alone, "fine-tuned" the run (base + adapter), "guided" the run with
-`decoding=execution_guided num_candidates=K` (K beams, executed, majority vote over results).
-Predictions resume, so an interrupted run continues where it stopped. The table and
-`<out>/quality.json` hold EX/EM overall and by hardness, and questions/s of each variant.
+`decoding=execution_guided num_candidates=K` (K beams, executed; the most likely one that returns
+rows is kept, `guided_choice=first`), and "guided-vote" the same K beams of "guided" chosen again
+by majority vote over their results (`guided_choice=vote`), so the two rules are compared on the
+very same candidates. Predictions resume, so an interrupted run continues where it stopped; the
+predictions of a `sqltune run` of the same run directory can be copied in as
+`<out>/predictions/zero-shot.jsonl` (its before.jsonl) and `fine-tuned.jsonl` (after.jsonl) to
+score them without generating again. The table and `<out>/quality.json` hold EX/EM overall and by
+hardness, and questions/s of each variant.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-VARIANTS = ("zero-shot", "fine-tuned", "guided")
+VARIANTS = ("zero-shot", "fine-tuned", "guided", "guided-vote")
 
 
 def build_dev(spider_dir: Path, out: Path, card, limit: int | None) -> str:
@@ -48,6 +53,24 @@ def build_dev(spider_dir: Path, out: Path, card, limit: int | None) -> str:
     return "spider_dev"
 
 
+def rechoose(out: Path, dev: str, rule: str, timeout: float) -> Path:
+    """The "guided" predictions with each question's candidates chosen again by `rule`."""
+    from sqltune.data.records import load_dataset
+    from sqltune.files import read_jsonl, write_jsonl
+    from sqltune.infer.guided import choose
+    from sqltune.pipeline.command import DATA
+
+    schemas = load_dataset(out / DATA, dev).schemas
+    rows = read_jsonl(out / "predictions" / "guided.jsonl", "guided predictions")
+    for row in rows:
+        sqls = [candidate["sql"] for candidate in row["candidates"]]
+        choice = choose(sqls, schemas[row["db_id"]].db_path, timeout, rule)
+        row.update(sql=sqls[choice.index], chosen_by=choice.reason, votes=choice.votes)
+    path = out / "predictions" / f"guided-{rule}.jsonl"
+    write_jsonl(path, rows)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -64,7 +87,7 @@ def main() -> int:
 
     from sqltune.args import GeneratingArguments, ModelArguments, RunArguments
     from sqltune.evaluate.spider.hardness import LEVELS
-    from sqltune.pipeline.command import predict_and_score
+    from sqltune.pipeline.command import predict_and_score, score
     from sqltune.pipeline.report import scores
     from sqltune.runcard import RunCard
 
@@ -91,8 +114,14 @@ def main() -> int:
     }
     results = {}
     for variant in variants:
-        model_args, trained, settings = plans[variant]
-        evaluation = predict_and_score(variant, model_args, args.out, trained, run, settings, dev, 42, False)
+        if variant == "guided-vote":
+            rechoose(args.out, dev, "vote", guided.candidate_timeout)
+            evaluation = score(variant, args.out, run, dev)
+        else:
+            model_args, trained, settings = plans[variant]
+            evaluation = predict_and_score(
+                variant, model_args, args.out, trained, run, settings, dev, 42, False
+            )
         results[variant] = scores(evaluation)
         print(f"{variant}: EX {results[variant]['ex']:.3f} EM {results[variant]['em']:.3f}", file=sys.stderr)
 

@@ -164,8 +164,6 @@ def predict_and_score(
     overwrite: bool,
 ) -> dict:
     """Answer the dev questions with one model and score them; returns the evaluation report."""
-    from sqltune.data.records import dataset_entry
-    from sqltune.evaluate.run import evaluate
     from sqltune.infer.command import run_predict
 
     data_dir = run_dir / DATA
@@ -181,16 +179,24 @@ def predict_and_score(
         overwrite=overwrite,
     )
     summary = run_predict(model_args, args, settings)
+    return score(label, run_dir, run, dev, summary.questions_per_second)
+
+
+def score(label: str, run_dir: Path, run: RunArguments, dev: str, speed: float | None = None) -> dict:
+    """Score `predictions/<label>.jsonl` of the run directory on the dev questions (`eval/<label>.json`)."""
+    from sqltune.data.records import dataset_entry
+    from sqltune.evaluate.run import evaluate
+
+    data_dir = run_dir / DATA
     entry = dataset_entry(data_dir, dev)["sqltune"]
     report = evaluate(
-        args.output,
+        run_dir / "predictions" / f"{label}.jsonl",
         write_gold(data_dir, dev),
         entry["db_dir"],
         entry["tables"],
         timeout=run.eval_timeout,
         output=run_dir / "eval" / f"{label}.json",
     )
-    speed = summary.questions_per_second
     report["prediction"] = {"questions_per_second": round(speed, 3) if speed else None}
     return report
 
