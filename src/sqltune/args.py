@@ -342,6 +342,7 @@ class FinetuningArguments:
 INFER_BACKENDS = ("hf", "vllm")
 INFER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 DECODINGS = ("single", "execution_guided")
+GUIDED_CHOICES = ("first", "vote")
 OUTPUT_FORMATS = ("jsonl", "spider")
 
 
@@ -377,11 +378,19 @@ class GeneratingArguments:
     candidate_timeout: float = field(
         default=2.0, metadata=_help("execution_guided: seconds a candidate query may run")
     )
+    guided_choice: str = field(
+        default="first",
+        metadata=_help(
+            "execution_guided: first (the most likely candidate that executes, rows preferred) or "
+            "vote (the result most candidates agree on)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         from sqltune.errors import ConfigError
 
         _check_choice("decoding", self.decoding, DECODINGS)
+        _check_choice("guided_choice", self.guided_choice, GUIDED_CHOICES)
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens: must be >= 1")
         if self.num_beams < 1:

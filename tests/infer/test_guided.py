@@ -18,14 +18,28 @@ def test_majority_of_agreeing_results_wins(db):
         "SELECT name FROM singer WHERE country = 'France'",
         "SELECT name FROM singer WHERE age < 35 ORDER BY age",  # same rows, other order and SQL
     ]
-    choice = choose(sqls, db, timeout=2)
+    choice = choose(sqls, db, timeout=2, rule="vote")
     assert (choice.index, choice.votes, choice.reason) == (2, 2, "vote")
     assert choice.outcomes[0] == "rows" and "no such column" in choice.outcomes[1]
 
 
+def test_first_keeps_the_most_likely_candidate_that_returns_rows(db):
+    sqls = [
+        "SELECT nme FROM singer",  # most likely, fails
+        "SELECT name FROM singer WHERE age > 99",  # executes, empty
+        "SELECT name FROM singer WHERE country = 'Spain'",  # the most likely with rows, alone
+        "SELECT name FROM singer WHERE country = 'France'",
+        "SELECT name FROM singer WHERE age < 35 ORDER BY age",  # agrees with the one above
+    ]
+    choice = choose(sqls, db, timeout=2)
+    assert (choice.index, choice.votes, choice.reason) == (2, 1, "most likely with rows result")
+    assert choose(sqls, db, timeout=2, rule="vote").index == 3
+    assert choose(sqls[:2], db, timeout=2).index == 1  # only an empty result: still better than a failure
+
+
 def test_ties_go_to_the_most_likely_executable_candidate(db):
     sqls = ["SELEC 1", "SELECT count(*) FROM singer", "SELECT count(*) FROM song"]
-    choice = choose(sqls, db, timeout=2)
+    choice = choose(sqls, db, timeout=2, rule="vote")
     assert (choice.index, choice.votes, choice.reason) == (1, 1, "most likely executable")
 
 
@@ -35,8 +49,9 @@ def test_rows_beat_empty_results_and_failures_fall_back_to_the_first(db):
         "SELECT name FROM singer WHERE age > 99 AND 1",
         "SELECT 1",
     ]
-    assert choose(sqls, db, timeout=2).index == 2  # one result with rows beats two agreeing empty ones
-    assert choose(sqls[:2], db, timeout=2).reason == "vote"  # empty results still vote among themselves
+    assert choose(sqls, db, timeout=2, rule="vote").index == 2  # rows beat two agreeing empty results
+    assert choose(sqls[:2], db, timeout=2, rule="vote").reason == "vote"  # empty results vote too
+    assert choose(sqls, db, timeout=2).index == 2  # first: rows beat empty results too
     nothing = choose(["", "DROP TABLE singer", "SELECT * FROM nowhere"], db, timeout=2)
     assert (nothing.index, nothing.votes, nothing.reason) == (0, 0, "none executable")
     assert nothing.outcomes[0] == "empty answer"

@@ -51,7 +51,11 @@ def answer(
         answers = []
         for index, candidates in zip(batch.indices, batch.candidates):
             sqls = [extract_sql(c.text) for c in candidates]
-            choice = choose(sqls, databases[index], settings.candidate_timeout) if guided else None
+            choice = (
+                choose(sqls, databases[index], settings.candidate_timeout, settings.guided_choice)
+                if guided
+                else None
+            )
             best = choice.index if choice else 0
             tokens = sum(c.new_tokens for c in candidates)
             answers.append(

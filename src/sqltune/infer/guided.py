@@ -2,15 +2,17 @@
 
 `decoding=execution_guided num_candidates=K` asks the engine for K answers per question (the K best
 beams, or K samples with `do_sample=true`), runs each candidate's SQL on the question's database
-(read-only, `candidate_timeout` seconds, `sqltune.db`) and picks one:
+(read-only, `candidate_timeout` seconds, `sqltune.db`) and picks one. Candidates that fail (syntax
+error, unknown column, timeout, a runaway result) are discarded, and results with rows are
+preferred to empty results, which are rarely the answer. Then, by `guided_choice`:
 
-1. candidates that fail (syntax error, unknown column, timeout, a runaway result) are discarded;
-2. the executable ones are grouped by their result (the rows as a multiset, so row order does not
-   split a group); results with rows are preferred to empty results, which are rarely the answer;
-3. the largest group wins (self-consistency: answers that agree on the result are likely right);
-   ties go to the group holding the more likely candidate, and within the group the most likely
-   candidate's SQL is returned (candidates arrive best first);
-4. when nothing executes, the most likely candidate is returned as it is.
+* `first` (execution-guided decoding as Wang et al. 2018 defined it): the most likely candidate
+  that survives, so a question the model already answers well keeps its best answer;
+* `vote` (self-consistency): the executable candidates are grouped by their result (the rows as a
+  multiset, so row order does not split a group) and the largest group wins; ties go to the group
+  holding the more likely candidate, whose SQL is returned (candidates arrive best first).
+
+When nothing executes, the most likely candidate is returned as it is.
 
 This is our own code: no library offers execution-guided selection for text-to-SQL.
 """
@@ -46,8 +48,9 @@ def result_key(rows: list[tuple]) -> tuple:
     return tuple(sorted((tuple(value(v) for v in row) for row in rows), key=repr))
 
 
-def choose(sqls: Sequence[str], db_path: str | Path, timeout: float) -> Choice:
-    """Pick one of `sqls` (most likely first) by executing them on `db_path` (see the module docstring)."""
+def choose(sqls: Sequence[str], db_path: str | Path, timeout: float, rule: str = "first") -> Choice:
+    """Pick one of `sqls` (most likely first) by executing them on `db_path` with `rule` (see the
+    module docstring)."""
     conn = connect_readonly(db_path)
     results: dict[str, tuple[str, tuple | None]] = {}  # sql -> (outcome, result key)
     try:
@@ -71,9 +74,14 @@ def choose(sqls: Sequence[str], db_path: str | Path, timeout: float) -> Choice:
             outcome, key = results[sql]
             if outcome == wanted:
                 groups.setdefault(key, []).append(index)
-        if groups:
-            # largest group first; among equals, the one whose best member is most likely
-            best = min(groups.values(), key=lambda members: (-len(members), members[0]))
-            reason = "vote" if len(best) > 1 else "most likely executable"
-            return Choice(best[0], len(best), reason, outcomes)
+        if not groups:
+            continue
+        if rule == "first":
+            first = min(index for members in groups.values() for index in members)
+            members = next(m for m in groups.values() if first in m)
+            return Choice(first, len(members), f"most likely with {wanted} result", outcomes)
+        # largest group first; among equals, the one whose best member is most likely
+        best = min(groups.values(), key=lambda members: (-len(members), members[0]))
+        reason = "vote" if len(best) > 1 else "most likely executable"
+        return Choice(best[0], len(best), reason, outcomes)
     return Choice(0, 0, "none executable", outcomes)
