@@ -14,7 +14,7 @@ def _help(text: str) -> dict:
     return {"help": text}
 
 
-PROMPT_FORMATS = ("dbgpt", "ddl")
+PROMPT_FORMATS = ("dbgpt", "ddl", "compact")
 SOURCES = ("spider", "bird", "sparc", "cosql", "chase", "wikisql", "sqlite", "jsonl", "demo", "synth")
 
 
@@ -23,9 +23,9 @@ class PromptArguments:
     """How a schema and a question become prompt text (shared by `data`, `train` and `predict`)."""
 
     prompt_format: str = field(
-        default="dbgpt", metadata=_help("dbgpt (DB-GPT-Hub sentences) or ddl (CREATE TABLE)")
+        default="dbgpt", metadata=_help("dbgpt (DB-GPT-Hub sentences), ddl (CREATE TABLE) or compact (a line per table)")
     )
-    include_types: bool = field(default=True, metadata=_help("ddl: write column types"))
+    include_types: bool = field(default=True, metadata=_help("ddl, compact: write column types"))
     include_foreign_keys: bool = field(default=True, metadata=_help("write foreign keys"))
     sample_values: int = field(default=0, metadata=_help("distinct sample values per column (0 = none)"))
     sample_rows: int = field(default=0, metadata=_help("ddl: sample rows per table as a comment (0 = none)"))

@@ -95,6 +95,29 @@ def test_ddl_renders_keys_and_quotes_odd_names():
     assert "FOREIGN KEY (customer_id) REFERENCES customer(id)" in prompt.instruction
 
 
+def test_compact_one_line_per_table_with_keys_types_and_values():
+    entry = dict(
+        ENTRY,
+        column_names_original=[[-1, "*"], [0, "id"], [0, "Home Town"]] + ENTRY["column_names_original"][3:],
+    )
+    example = Example("1", "shop", "q", "s")
+    prompt = build_prompt(example, Schema.from_spider(entry), PromptArguments(prompt_format="compact"))
+    lines = prompt.instruction.splitlines()
+    assert lines[0].startswith("You are a SQLite expert.")
+    assert 'customer: id number (PK), "Home Town" text' in lines
+    assert "orders: id number (PK), customer_id number (-> customer.id)" in lines
+    assert "order_item: order_id number (PK) (-> orders.id), line number (PK), product text" in lines
+    assert prompt.input == "-- Question: q\nSQL:"
+    bare = PromptArguments(prompt_format="compact", include_types=False, include_foreign_keys=False)
+    assert "order_item: order_id (PK), line (PK), product" in build_prompt(example, schema(), bare).instruction
+    valued = schema()
+    valued.tables[3].columns[1].values = ["Oslo", "Lima"]
+    shown = build_prompt(example, valued, PromptArguments(prompt_format="compact", sample_values=1))
+    assert "city text (e.g. 'Oslo')" in shown.instruction
+    ddl = build_prompt(example, schema(), PromptArguments(prompt_format="ddl"))
+    assert len(prompt.instruction) < 0.75 * len(ddl.instruction)
+
+
 def test_fit_prompt_drops_least_related_tables_but_never_gold_tables():
     example = Example("1", "shop", "Which city is each warehouse code in?", "SELECT city FROM warehouse")
     args = PromptArguments()

@@ -3,6 +3,9 @@
 * `dbgpt` reproduces DB-GPT-Hub's records byte for byte (natural-language sentences about tables,
   columns and keys), so models and numbers stay comparable with that project.
 * `ddl` writes the schema as `CREATE TABLE` statements, optionally with sample rows.
+* `compact` writes one line per table, `table: column, column (PK), column (-> table.column)`, with the
+  `ddl` instruction: about half the tokens of `ddl`, so training and prediction are cheaper (the
+  quickstart uses it).
 
 Both can add sample values, a one-shot example and a schema length budget. When a prompt is too
 long, `fit_prompt` shortens the schema, never the question: first it drops sample values, then the
@@ -163,9 +166,40 @@ def ddl_schema(schema: Schema, args: PromptArguments) -> str:
     return "\n\n".join(_ddl_table(t, schema, args) for t in schema.tables)
 
 
+# ---- compact -----------------------------------------------------------------------------------------
+def compact_schema(schema: Schema, args: PromptArguments) -> str:
+    """One line per table: `name: col TYPE (PK), col (-> other.col) (e.g. 'x', 'y'), ...`."""
+    lines = []
+    for table in schema.tables:
+        keys = {column for key in table.primary_keys for column in key}
+        references = {}
+        if args.include_foreign_keys:
+            references = {
+                fk.column: f"{quote_identifier(fk.ref_table)}.{quote_identifier(fk.ref_column)}"
+                for fk in schema.foreign_keys
+                if fk.table == table.name
+            }
+        columns = []
+        for column in table.columns:
+            text = quote_identifier(column.name)
+            if args.include_types and column.type:
+                text += " " + column.type
+            if column.name in keys:
+                text += " (PK)"
+            if column.name in references:
+                text += f" (-> {references[column.name]})"
+            values = _values(column, args)
+            if values:
+                text += f" (e.g. {values})"
+            columns.append(text)
+        lines.append(f"{quote_identifier(table.name)}: {', '.join(columns)}")
+    return "\n".join(lines)
+
+
 # ---- prompts -----------------------------------------------------------------------------------------
 def schema_text(schema: Schema, args: PromptArguments) -> str:
-    return dbgpt_schema(schema, args) if args.prompt_format == "dbgpt" else ddl_schema(schema, args)
+    render = {"dbgpt": dbgpt_schema, "ddl": ddl_schema, "compact": compact_schema}[args.prompt_format]
+    return render(schema, args)
 
 
 def question_text(question: str, evidence: str = "") -> str:

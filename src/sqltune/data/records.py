@@ -57,7 +57,7 @@ def prepare_schemas(schemas: dict[str, Schema], used: set[str], args: PromptArgu
     for db_id in sorted(used):
         schema = schemas[db_id]
         has_db = has_database(schema)
-        if has_db and args.prompt_format == "ddl":
+        if has_db and args.prompt_format in ("ddl", "compact"):
             schema = with_declared_types(schema)
         if has_db:
             schema = attach_samples(schema, args.sample_values, args.sample_rows)
