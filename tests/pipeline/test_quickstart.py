@@ -24,7 +24,7 @@ def test_quickstart_runs_end_to_end_and_continues(tmp_path, capsys):
         assert sum(level["n"] for level in report[label]["by_hardness"].values()) == 4
         assert len(read_jsonl(out / "predictions" / f"{label}.jsonl")) == 4
         assert (out / "eval" / f"{label}.json").is_file()
-    assert report["run"]["train"]["train_steps"] == 2 and report["run"]["prompt_format"] == "ddl"
+    assert report["run"]["train"]["train_steps"] == 2 and report["run"]["prompt_format"] == "compact"
     timing = report["run"]["timing"]
     assert timing["trained_now"] and timing["train_s"] > 0 and timing["before_s"] > 0
     assert timing["total_s"] >= sum(timing[k] for k in ("data_s", "train_s", "before_s", "after_s"))
