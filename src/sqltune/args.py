@@ -23,7 +23,8 @@ class PromptArguments:
     """How a schema and a question become prompt text (shared by `data`, `train` and `predict`)."""
 
     prompt_format: str = field(
-        default="dbgpt", metadata=_help("dbgpt (DB-GPT-Hub sentences), ddl (CREATE TABLE) or compact (a line per table)")
+        default="dbgpt",
+        metadata=_help("dbgpt (DB-GPT-Hub sentences), ddl (CREATE TABLE) or compact (a line per table)"),
     )
     include_types: bool = field(default=True, metadata=_help("ddl, compact: write column types"))
     include_foreign_keys: bool = field(default=True, metadata=_help("write foreign keys"))

@@ -109,7 +109,9 @@ def test_compact_one_line_per_table_with_keys_types_and_values():
     assert "order_item: order_id number (PK) (-> orders.id), line number (PK), product text" in lines
     assert prompt.input == "-- Question: q\nSQL:"
     bare = PromptArguments(prompt_format="compact", include_types=False, include_foreign_keys=False)
-    assert "order_item: order_id (PK), line (PK), product" in build_prompt(example, schema(), bare).instruction
+    assert (
+        "order_item: order_id (PK), line (PK), product" in build_prompt(example, schema(), bare).instruction
+    )
     valued = schema()
     valued.tables[3].columns[1].values = ["Oslo", "Lima"]
     shown = build_prompt(example, valued, PromptArguments(prompt_format="compact", sample_values=1))
