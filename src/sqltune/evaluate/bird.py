@@ -28,7 +28,7 @@ DIFFICULTIES = ("simple", "moderate", "challenging")
 def bird_match(executor: Executor, database: Path, pred_sql: str, gold_sql: str) -> ExecOutcome:
     gold = executor.gold(database, gold_sql)
     if not gold.ok:
-        return ExecOutcome(False, f"gold query failed on {database.name}: {gold.error}")
+        return ExecOutcome(False, f"gold query failed on {database.name}: {gold.error}", gold_failed=True)
     pred = executor.run(database, pred_sql, executor.max_rows)
     if not pred.ok:
         return ExecOutcome(False, pred.error)

@@ -169,6 +169,7 @@ def test_databases(folder: Path) -> list[Path]:
 class ExecOutcome:
     match: bool
     error: str | None = None  # why the prediction (or the gold) could not be compared
+    gold_failed: bool = False  # the gold query itself failed, so the prediction was not run
 
 
 class Executor:
@@ -224,7 +225,7 @@ def execution_match(
     for path in databases:
         result = executor.gold(path, gold_exec)
         if not result.ok:
-            return ExecOutcome(False, f"gold query failed on {path.name}: {result.error}")
+            return ExecOutcome(False, f"gold query failed on {path.name}: {result.error}", gold_failed=True)
         golds.append(result)
     candidates = [pred_sql]
     if plug_value:

@@ -1,0 +1,156 @@
+"""The execution reward: how good a generated answer is, judged by running its SQL.
+
+Reinforcement learning from execution feedback (`stage=grpo`) needs a number for every sampled
+completion. The number comes from what the database says, by the same rules the rest of sqltune
+uses, so the model is rewarded for exactly what `sqltune eval` scores:
+
+1. The SQL is pulled out of the completion with `sqltune.sql_extract.extract_sql`, the rule
+   `sqltune predict` applies to every answer.
+2. It runs through `sqltune.evaluate.execution` (hence `sqltune.db`): the database is opened
+   read-only with an authorizer that refuses anything but reading, one statement at most, a time
+   limit that really interrupts the query, and a row cap one row above the gold result's size.
+   A `DROP TABLE` or a runaway recursive query can neither change a file nor stall training.
+3. Its result is compared with the gold query's by the evaluator's execution-match rules
+   (`execution_match`: bag of rows, any column order, order only when the gold orders, DISTINCT
+   dropped), on the question's own database `<db_dir>/<db_id>/<db_id>.sqlite`.
+
+Three components, each worth `+weight` when met and `-weight` when not; a component whose
+prerequisite failed counts as not met. The default weights are SQL-R1's (Ma et al., 2025:
+format +-1, execution +-2, result +-3), so the total is a ladder that never ties two kinds of
+failure:
+
+    no SQL at all (empty, prose)      -1 -2 -3 = -6
+    SQL that errors or times out      +1 -2 -3 = -4
+    runs, wrong result                +1 +2 -3 =  0
+    runs, gold result                 +1 +2 +3 = +6
+
+`format` means the extracted text is a query: it begins with SELECT or WITH (the statements the
+extraction rule looks for; anything else, such as `DROP TABLE`, is still run, read-only, and
+fails). If the gold query itself fails, the result component scores 0 for that question, since
+nothing can be learnt about matching it, and a warning is logged once per gold query.
+
+No library computes this (TRL ships format and accuracy rewards for math, not SQL), hence our own.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqltune.errors import DataError
+from sqltune.evaluate.execution import Executor, execution_match
+from sqltune.sql_extract import extract_sql
+
+logger = logging.getLogger("sqltune.train")
+
+_QUERY = re.compile(r"(select|with)\b", re.I)
+
+# what a completion came to, from worst to best (the keys of `ExecutionReward.outcomes`)
+OUTCOMES = ("no_sql", "fails", "wrong_result", "match")
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """How much each component is worth (+weight met, -weight not met). Defaults: SQL-R1's."""
+
+    format: float = 1.0
+    executes: float = 2.0
+    match: float = 3.0
+
+
+@dataclass
+class Judgement:
+    """One completion, judged: the SQL that ran, what became of it, and the reward."""
+
+    sql: str
+    outcome: str  # one of OUTCOMES
+    reward: float
+    error: str | None = None
+
+
+def completion_text(completion: str | list[dict]) -> str:
+    """The answer's text: a plain string, or the last message of a chat-style completion."""
+    if isinstance(completion, str):
+        return completion
+    if not completion:
+        return ""
+    content = completion[-1].get("content", "")
+    if isinstance(content, list):  # content blocks: [{"type": "text", "text": ...}]
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content)
+
+
+class ExecutionReward:
+    """A TRL reward function: `reward(prompts, completions, db_id=[...], gold_sql=[...]) -> [float]`.
+
+    `db_dir` holds `<db_id>/<db_id>.sqlite`; `timeout` (seconds) bounds each query; `max_rows` caps
+    the gold result. `outcomes` counts what the completions came to over the whole run.
+    """
+
+    __name__ = "execution_reward"  # the name TRL logs the reward under
+
+    def __init__(
+        self,
+        db_dir: str | Path,
+        weights: RewardWeights | None = None,
+        timeout: float = 2.0,
+        max_rows: int = 100_000,
+    ) -> None:
+        self.db_dir = Path(db_dir)
+        self.weights = weights or RewardWeights()
+        self.executor = Executor(timeout, max_rows)
+        self.outcomes: Counter[str] = Counter({name: 0 for name in OUTCOMES})
+        self._failed_golds: set[tuple[str, str]] = set()
+
+    def database(self, db_id: str) -> Path:
+        path = self.db_dir / db_id / f"{db_id}.sqlite"
+        if not path.is_file():
+            raise DataError(f"execution reward: no database for db_id '{db_id}' ({path})")
+        return path
+
+    def judge(self, completion: str | list[dict], db_id: str, gold_sql: str) -> Judgement:
+        w = self.weights
+        sql = extract_sql(completion_text(completion))
+        if not sql:
+            return Judgement(sql, "no_sql", -w.format - w.executes - w.match, "no SQL in the answer")
+        format_score = w.format if _QUERY.match(sql) else -w.format
+        database = self.database(db_id)
+        outcome = execution_match(self.executor, [database], sql, gold_sql)
+        if outcome.match:
+            return Judgement(sql, "match", format_score + w.executes + w.match)
+        if outcome.gold_failed:
+            if (db_id, gold_sql) not in self._failed_golds:
+                self._failed_golds.add((db_id, gold_sql))
+                logger.warning("execution reward: %s (db %s): %s", gold_sql, db_id, outcome.error)
+            ran = self.executor.run(database, sql, max_rows=1).error in (None, "too many rows")
+            kind = "wrong_result" if ran else "fails"
+            return Judgement(sql, kind, format_score + (w.executes if ran else -w.executes), outcome.error)
+        if outcome.error:  # the candidate errored or timed out
+            return Judgement(sql, "fails", format_score - w.executes - w.match, outcome.error)
+        return Judgement(sql, "wrong_result", format_score + w.executes - w.match)
+
+    def __call__(
+        self,
+        prompts: list | None = None,
+        completions: list | None = None,
+        db_id: list[str] | None = None,
+        gold_sql: list[str] | None = None,
+        **kwargs,
+    ) -> list[float]:
+        completions = completions or []
+        if db_id is None or gold_sql is None:
+            raise DataError("execution reward: every example needs db_id and gold_sql columns")
+        judgements = [self.judge(c, d, g) for c, d, g in zip(completions, db_id, gold_sql, strict=True)]
+        kinds = Counter(j.outcome for j in judgements)
+        self.outcomes.update(kinds)
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None and judgements:  # GRPOTrainer: averaged per logging step
+            for name in OUTCOMES:
+                log_metric(f"execution/{name}", kinds[name] / len(judgements))
+        return [j.reward for j in judgements]
+
+    def close(self) -> None:
+        self.executor.close()
