@@ -168,6 +168,8 @@ TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 ROPE_SCALINGS = ("linear", "dynamic", "yarn", "llama3")
 FINETUNING_TYPES = ("lora", "freeze", "full")
+STAGES = ("sft", "dpo", "grpo")
+PLANNED_STAGES = ("pt", "rm", "kto", "orpo", "simpo", "ppo")  # issue 10: named, not built yet
 
 
 def _names(value: str | list[str] | None) -> list[str]:
@@ -275,7 +277,13 @@ class DataArguments:
 class FinetuningArguments:
     """What to train: LoRA adapters (with their variants), the last layers (freeze), or everything (full)."""
 
-    stage: str = field(default="sft", metadata=_help("training stage: sft (supervised fine-tuning)"))
+    stage: str = field(
+        default="sft",
+        metadata=_help(
+            "training stage: sft (supervised fine-tuning), dpo (preference pairs), grpo (RL from the "
+            "execution reward)"
+        ),
+    )
     finetuning_type: str = field(default="lora", metadata=_help(f"one of {', '.join(FINETUNING_TYPES)}"))
     lora_rank: int = field(default=8, metadata=_help("LoRA rank r"))
     lora_alpha: int | None = field(default=None, metadata=_help("LoRA alpha (default 2 * lora_rank)"))
@@ -315,6 +323,24 @@ class FinetuningArguments:
     loss_chunk_size: int = field(
         default=1024, metadata=_help("response positions per chunk of the LM head in the loss (memory bound)")
     )
+    # TRL's own names for the knobs of the later stages; None leaves TRL's default
+    beta: float | None = field(
+        default=None,
+        metadata=_help("dpo: preference strength (TRL default 0.1); grpo: KL penalty (TRL default 0.0)"),
+    )
+    loss_type: str | None = field(
+        default=None,
+        metadata=_help("dpo: sigmoid, ipo, hinge, ... (TRL default sigmoid); grpo: dapo, grpo, ..."),
+    )
+    num_generations: int | None = field(
+        default=None, metadata=_help("grpo: completions sampled per prompt (TRL default 8)")
+    )
+    max_completion_length: int | None = field(
+        default=None, metadata=_help("grpo: most tokens per sampled completion (TRL default 256)")
+    )
+    reward_timeout: float = field(
+        default=2.0, metadata=_help("grpo: seconds a completion's SQL may run before it scores as failed")
+    )
 
     @property
     def lora_targets(self) -> list[str]:
@@ -327,7 +353,11 @@ class FinetuningArguments:
     def __post_init__(self) -> None:
         from sqltune.errors import ConfigError
 
-        _check_choice("stage", self.stage, ("sft",))
+        if self.stage in PLANNED_STAGES:
+            raise ConfigError(
+                f"stage={self.stage} is not available yet; available stages: {', '.join(STAGES)}"
+            )
+        _check_choice("stage", self.stage, STAGES)
         _check_choice("finetuning_type", self.finetuning_type, FINETUNING_TYPES)
         if self.lora_rank < 1:
             raise ConfigError("lora_rank: must be >= 1")
@@ -337,6 +367,12 @@ class FinetuningArguments:
             raise ConfigError("choose one of pissa_init and loftq_init")
         if self.loss_chunk_size < 1:
             raise ConfigError("loss_chunk_size: must be >= 1")
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ConfigError("num_generations: must be >= 2 (GRPO compares completions of one prompt)")
+        if self.max_completion_length is not None and self.max_completion_length < 1:
+            raise ConfigError("max_completion_length: must be >= 1")
+        if self.reward_timeout <= 0:
+            raise ConfigError("reward_timeout: must be > 0 seconds")
 
 
 # ---- prediction ----------------------------------------------------------------------------------------

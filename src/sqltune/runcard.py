@@ -33,6 +33,7 @@ class RunCard:
     template: str  # resolved template name (never "auto")
     finetuning_type: str  # lora | freeze | full
     stage: str = "sft"
+    stage_settings: dict[str, Any] = field(default_factory=dict)  # e.g. beta, reference, started_from
     prompt_format: str | None = None
     prompt_options: dict[str, Any] = field(default_factory=dict)  # PromptArguments of the training data
     datasets: list[str] = field(default_factory=list)

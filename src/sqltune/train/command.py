@@ -1,8 +1,13 @@
-"""`sqltune train`: supervised fine-tuning from registered datasets into a run directory.
+"""`sqltune train`: one training stage from registered datasets into a run directory.
 
     sqltune train configs/quickstart_lora.yaml
     sqltune train configs/spider_smollm2_lora.yaml dataset=spider_train num_train_epochs=1
     sqltune train configs/spider_smollm2_lora.yaml nproc_per_node=2     # torchrun, 2 processes
+    sqltune train stage=dpo dataset=my_pairs adapter_name_or_path=saves/sft   # after SFT
+    sqltune train stage=grpo dataset=demo_train adapter_name_or_path=saves/sft
+
+`stage` is sft (default; `sqltune.train.sft`), dpo (`sqltune.train.preference`) or grpo
+(`sqltune.train.grpo`); what the stages share is in `sqltune.train.stage`.
 
 The run directory (`output_dir`) receives the adapter or model (`save_pretrained`), the tokenizer,
 `sqltune_run.json` (the run card), `trainer_state.json`, `training_loss.png`, `train.log` and the
@@ -15,16 +20,18 @@ import os
 import resource
 import subprocess
 import sys
-from dataclasses import replace
+from importlib import import_module
 from pathlib import Path
 
-from sqltune.args import DataArguments, FinetuningArguments, ModelArguments
+from sqltune.args import DataArguments, FinetuningArguments, ModelArguments, PromptArguments
 from sqltune.config import as_dict, format_help, parse_args
 from sqltune.errors import ConfigError
 from sqltune.runcard import RUN_CARD, RunCard, git_revision, library_versions, now
 from sqltune.train.arguments import TrainingArguments
 
 GROUPS = (ModelArguments, DataArguments, FinetuningArguments, TrainingArguments)
+# stage -> its module in sqltune.train, each with `build(...) -> StageRun`
+STAGE_MODULES = {"sft": "sft", "dpo": "preference", "grpo": "grpo"}
 
 
 def resume_target(training_args: TrainingArguments) -> bool | str | None:
@@ -94,23 +101,26 @@ def run_train(
     training_args: TrainingArguments,
     extra_callbacks: list | None = None,
 ) -> RunCard | None:
-    """Train and write the run directory; returns the run card (None on processes other than the first).
-    `extra_callbacks` are added to the Trainer (e.g. a benchmark's step timer)."""
-    from transformers import ProgressCallback, set_seed
-    from transformers.trainer_utils import IntervalStrategy
+    """Train one stage (`stage=sft|dpo|grpo`) and write the run directory; returns the run card (None
+    on processes other than the first). `extra_callbacks` are added to the Trainer (e.g. a benchmark's
+    step timer)."""
+    from transformers import set_seed
 
-    from sqltune.models.adapters import apply_finetuning, compute_under_autocast, trainable_summary
-    from sqltune.models.loading import load_model, load_tokenizer, resolve_base
+    from sqltune.models.adapters import trainable_summary
+    from sqltune.models.loading import load_tokenizer, resolve_base
     from sqltune.models.templates import get_template
     from sqltune.train import callbacks
-    from sqltune.train.data import build_features, collator, prompt_settings, split_validation, to_dataset
-    from sqltune.train.trainer import SftTrainer
+    from sqltune.train.stage import starting_point
 
     names = data_args.dataset_names
     if not names:
         raise ConfigError("dataset: give one or more registered dataset names (comma-separated)")
+    stage_name = finetuning_args.stage
+    if stage_name != "sft" and (data_args.val_size or data_args.eval_dataset_names):
+        raise ConfigError(f"stage={stage_name}: val_size and eval_dataset are not available yet (sft only)")
     resume = resume_target(training_args)
     check_output_dir(training_args, resume)
+    model_args, started_from = starting_point(model_args)
     main_process = int(os.environ.get("RANK", "0")) == 0
     if training_args.low_memory_allocator:
         return_large_frees_to_the_system()
@@ -121,78 +131,55 @@ def run_train(
         base = resolve_base(model_args)
         tokenizer = load_tokenizer(model_args)
         template = get_template(model_args.template, tokenizer)
-        prompt_args = prompt_settings(data_args.dataset_dir, names + data_args.eval_dataset_names)
-        features, data_stats = build_features(data_args, names, template, tokenizer)
-        train_features, eval_features = split_validation(features, data_args.val_size, training_args.seed)
-        if data_args.eval_dataset_names:
-            eval_features, eval_stats = build_features(
-                data_args, data_args.eval_dataset_names, template, tokenizer
-            )
-            data_stats.update({f"eval:{k}": v for k, v in eval_stats.items()})
-        if eval_features and training_args.eval_strategy == IntervalStrategy.NO:
-            training_args.eval_strategy = IntervalStrategy.STEPS
-            training_args.eval_steps = training_args.eval_steps or training_args.logging_steps
-        half = "bfloat16" if training_args.bf16 else "float16" if training_args.fp16 else None
-        # frozen weights in the compute dtype: half the memory and no casts every step
-        load_args = (
-            replace(model_args, torch_dtype=half) if half and model_args.torch_dtype == "auto" else model_args
-        )
-        model = apply_finetuning(load_model(load_args), finetuning_args, model_args)
-        if half:
-            compute_under_autocast(model)
-        if training_args.gradient_checkpointing:
-            model.enable_input_require_grads()  # frozen embeddings: checkpointed layers still need grads
-            training_args.gradient_checkpointing_kwargs = training_args.gradient_checkpointing_kwargs or {
-                "use_reentrant": False
-            }
-        trainer = SftTrainer(
-            model=model,
-            args=training_args,
-            train_dataset=to_dataset(train_features),
-            eval_dataset=to_dataset(eval_features) if eval_features else None,
-            data_collator=collator(tokenizer, data_args.packing),
-            processing_class=tokenizer,
-            finetuning_args=finetuning_args,
-        )
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(callbacks.TokenProgressCallback(trainer))
+        build = import_module(f"sqltune.train.{STAGE_MODULES[stage_name]}").build
+        stage = build(model_args, data_args, finetuning_args, training_args, template, tokenizer)
+        trainer = stage.trainer
         trainer.add_callback(callbacks.LogFileCallback(output_dir))
         for callback in extra_callbacks or []:
             trainer.add_callback(callback)
         result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
         trainer.save_state()
-        tokens = _sum_over_processes(trainer, trainer.train_tokens)
         runtime = result.metrics["train_runtime"]
+        counted = getattr(trainer, "train_tokens", None)  # SftTrainer counts non-padding tokens
+        tokens = _sum_over_processes(trainer, counted) if counted is not None else None
         metrics = {
             "train_loss": result.training_loss,
             "train_runtime_s": round(runtime, 3),
             "train_tokens": tokens,
-            "train_tokens_per_second": round(tokens / runtime, 2) if runtime else None,
+            "train_tokens_per_second": round(tokens / runtime, 2) if tokens is not None and runtime else None,
             "train_steps": trainer.state.global_step,
-            "train_examples": len(train_features),
-            "eval_examples": len(eval_features),
+            "train_examples": stage.train_examples,
+            "eval_examples": stage.eval_examples,
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "processes": trainer.accelerator.num_processes,
-            **trainable_summary(model),
+            **trainable_summary(trainer.model),
         }
-        if eval_features:
+        signals = stage.signals()
+        if signals:  # e.g. DPO's reward margin, GRPO's reward and execution outcomes
+            metrics["stage_signals"] = signals
+        if stage.eval_examples:
             metrics.update({k: v for k, v in trainer.evaluate().items() if k == "eval_loss"})
         if not trainer.is_world_process_zero():
             return None
+        prompt_args = stage.prompt_args or prompt_arguments_of(started_from)
+        settings = dict(stage.settings)
+        if model_args.adapter_name_or_path:
+            settings["started_from"] = str(Path(model_args.adapter_name_or_path).resolve())
         card = RunCard(
             base_model=base,
             model_name_or_path=model_args.model_name_or_path,
             template=template.name,
             finetuning_type=finetuning_args.finetuning_type,
-            stage=finetuning_args.stage,
+            stage=stage_name,
+            stage_settings=settings,
             prompt_format=prompt_args.prompt_format if prompt_args else None,
             prompt_options=prompt_args.__dict__.copy() if prompt_args else {},
             datasets=names,
             dataset_dir=str(Path(data_args.dataset_dir).resolve()),
             cutoff_len=data_args.cutoff_len,
             arguments=as_dict(model_args, data_args, finetuning_args, training_args),
-            data_stats=data_stats,
+            data_stats=stage.data_stats,
             precision=training_precision(training_args),
             metrics=metrics,
             versions=library_versions(),
@@ -206,6 +193,14 @@ def run_train(
     finally:
         if handler is not None:
             callbacks.close_log(handler)
+
+
+def prompt_arguments_of(card: RunCard | None) -> PromptArguments | None:
+    """The prompt format of the run a stage continues (for data that does not record one)."""
+    if card is None or not card.prompt_format:
+        return None
+    fields = PromptArguments.__dataclass_fields__
+    return PromptArguments(**{k: v for k, v in card.prompt_options.items() if k in fields})
 
 
 def training_precision(training_args) -> dict:
@@ -241,14 +236,19 @@ def print_summary(card: RunCard, output_dir: Path) -> None:
     dropped = sum(s.get("dropped_too_long", 0) for s in card.data_stats.values())
     table = Table(title=f"sqltune train: {output_dir}", show_header=False)
     table.add_row("model", f"{card.model_name_or_path} ({card.finetuning_type}, template {card.template})")
+    table.add_row("stage", card.stage)
     if card.precision:
         table.add_row("precision", f"{card.precision['used']} on {card.precision['device']}")
     table.add_row("examples", f"{m['train_examples']} train, {m['eval_examples']} eval")
     table.add_row("schemas shortened / dropped", f"{shortened} / {dropped} (cutoff_len {card.cutoff_len})")
     table.add_row("steps", str(m["train_steps"]))
-    table.add_row("tokens (non-padding)", f"{m['train_tokens']:,}")
+    if m.get("train_tokens") is not None:
+        table.add_row("tokens (non-padding)", f"{m['train_tokens']:,}")
     table.add_row("time", f"{m['train_runtime_s']:.1f} s")
-    table.add_row("tokens/s", f"{m['train_tokens_per_second']:,.1f}")
+    if m.get("train_tokens_per_second") is not None:
+        table.add_row("tokens/s", f"{m['train_tokens_per_second']:,.1f}")
+    for key, value in m.get("stage_signals", {}).items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     table.add_row("peak memory", f"{m['peak_memory_mb']:,.0f} MB")
     table.add_row("train loss", f"{m['train_loss']:.4f}")
     if "eval_loss" in m:

@@ -49,9 +49,11 @@ class Sample:
     schema: Schema | None = None
     prompt_args: PromptArguments | None = None
     system: str | None = None
+    db_id: str | None = None  # the database the question is about, where the record says
 
 
-def _read_rows(path: Path, what: str) -> list[dict]:
+def read_rows(path: Path, what: str) -> list[dict]:
+    """The records of a dataset file: a JSON list (`.json`) or JSON lines."""
     if not path.is_file():
         raise DataError(f"{what}: file not found: {path}")
     if path.suffix == ".json":
@@ -71,7 +73,7 @@ def _alpaca_samples(dataset_dir: Path, name: str, entry: dict) -> list[Sample]:
         examples = data.examples or [None] * len(rows)
         schemas = data.schemas
     else:
-        rows = _read_rows(dataset_dir / entry["file_name"], f"records of dataset '{name}'")
+        rows = read_rows(dataset_dir / entry["file_name"], f"records of dataset '{name}'")
         examples, schemas, prompt_args = [None] * len(rows), {}, None
     samples = []
     for line, (row, example) in enumerate(zip(rows, examples), 1):
@@ -82,7 +84,8 @@ def _alpaca_samples(dataset_dir: Path, name: str, entry: dict) -> list[Sample]:
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"dataset '{name}' record {line}: malformed alpaca record ({err})") from None
         schema = schemas.get(example.db_id) if example else None
-        samples.append(Sample(prompt, response, example, schema, prompt_args, row.get("system")))
+        db_id = example.db_id if example else row.get("db_id")
+        samples.append(Sample(prompt, response, example, schema, prompt_args, row.get("system"), db_id))
     return samples
 
 
@@ -91,7 +94,7 @@ def _sharegpt_samples(dataset_dir: Path, name: str, entry: dict) -> list[Sample]
     tags = {**SHAREGPT_TAGS, **entry.get("tags", {})}
     samples = []
     for line, row in enumerate(
-        _read_rows(dataset_dir / entry["file_name"], f"records of dataset '{name}'"), 1
+        read_rows(dataset_dir / entry["file_name"], f"records of dataset '{name}'"), 1
     ):
         where = f"dataset '{name}' record {line}"
         try:

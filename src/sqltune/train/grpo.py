@@ -1,0 +1,183 @@
+"""`stage=grpo`: reinforcement learning from execution feedback (Group Relative Policy Optimisation).
+
+For every question the model samples `num_generations` answers; each is executed against the
+question's database and scored by the execution reward (`sqltune.train.rewards`: format, executes,
+same result as the gold SQL). GRPO then raises the likelihood of the answers that scored above their
+group's mean and lowers the others, with no value model and, at TRL's default `beta=0`, no reference
+model either. The trainer is TRL's `GRPOTrainer`.
+
+Data: an ordinary SFT dataset of `sqltune data` (`demo_train`, `spider_train`...): each record's
+`db_id` names the database, its output is the gold SQL, and the dataset's `db_dir` holds
+`<db_id>/<db_id>.sqlite`. Prompts are built and tokenised with the run's template exactly as
+`predict` builds them, shortened (schema first, never a table the gold uses) to leave
+`max_completion_length` tokens of `cutoff_len` for the answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from sqltune.args import DataArguments, FinetuningArguments, ModelArguments
+from sqltune.data.records import dataset_entry
+from sqltune.errors import ConfigError, DataError
+from sqltune.models.encoding import encode_prompt, fit_to_budget
+from sqltune.models.templates import Template
+from sqltune.train.data import Sample, prompt_settings, read_samples
+from sqltune.train.rewards import ExecutionReward
+from sqltune.train.stage import (
+    SavesPolicyOnly,
+    StageRun,
+    half_precision,
+    last_logged,
+    load_policy,
+    reference_description,
+    trl_config,
+)
+
+GRPO_SIGNALS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")
+
+
+def database_folder(dataset_dir: str | Path, names: list[str]) -> Path:
+    """The one folder of `<db_id>/<db_id>.sqlite` databases the datasets were built from."""
+    folders = set()
+    for name in names:
+        entry = dataset_entry(dataset_dir, name)
+        folder = entry.get("sqltune", {}).get("db_dir") or entry.get("db_dir")
+        if not folder:
+            raise ConfigError(
+                f"stage=grpo executes answers: dataset '{name}' records no db_dir (the folder of "
+                "<db_id>/<db_id>.sqlite); build it with sqltune data ... db_dir=..."
+            )
+        folders.add(str(Path(folder).resolve()))
+    if len(folders) > 1:
+        raise ConfigError(
+            f"stage=grpo: the datasets use different database folders ({', '.join(sorted(folders))})"
+        )
+    return Path(folders.pop())
+
+
+def fit_prompt_ids(sample: Sample, template: Template, tokenizer, budget: int) -> list[int] | None:
+    """The sample's prompt ids within `budget` tokens (schema shortened if it can be), else None."""
+    ids = encode_prompt(sample.prompt, template, tokenizer, sample.system)
+    if len(ids) <= budget:
+        return ids
+    if sample.example is None or sample.schema is None or sample.prompt_args is None:
+        return None
+    fitted = fit_to_budget(
+        sample.example,
+        sample.schema,
+        sample.prompt_args,
+        template,
+        tokenizer,
+        budget,
+        protect_gold_tables=True,
+        system=sample.system,
+    )
+    return fitted.prompt_ids if fitted.fits else None
+
+
+def build(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    finetuning_args: FinetuningArguments,
+    training_args,
+    template: Template,
+    tokenizer,
+) -> StageRun:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from sqltune.models.adapters import compute_under_autocast
+
+    class TokenizedGRPOTrainer(SavesPolicyOnly, GRPOTrainer):
+        """GRPOTrainer whose prompts are the ids sqltune built with the run's template (the dataset's
+        `prompt` column is their text, the key to them)."""
+
+        def __init__(self, *args, prompt_ids: dict[str, list[int]], **kwargs) -> None:
+            self.sqltune_prompt_ids = prompt_ids
+            super().__init__(*args, **kwargs)
+
+        def _tokenize_prompts(self, prompts: list):
+            return [self.sqltune_prompt_ids[p] for p in prompts], None, {}
+
+    names = data_args.dataset_names
+    db_dir = database_folder(data_args.dataset_dir, names)
+    config = trl_config(
+        GRPOConfig,
+        training_args,
+        beta=finetuning_args.beta,
+        loss_type=finetuning_args.loss_type,
+        num_generations=finetuning_args.num_generations,
+        max_completion_length=finetuning_args.max_completion_length,
+    )
+    budget = data_args.cutoff_len - config.max_completion_length
+    if budget < 8:
+        raise ConfigError(
+            f"cutoff_len={data_args.cutoff_len} leaves no room for a prompt beside "
+            f"max_completion_length={config.max_completion_length}"
+        )
+    rows: dict[str, list] = {"prompt": [], "db_id": [], "gold_sql": []}
+    prompt_ids: dict[str, list[int]] = {}
+    data_stats = {}
+    for name in names:
+        samples = read_samples(data_args.dataset_dir, name, data_args.max_samples)
+        stats = {"samples": len(samples), "kept": 0, "dropped_too_long": 0}
+        for line, sample in enumerate(samples, 1):
+            if not sample.db_id:
+                raise ConfigError(
+                    f"stage=grpo needs each question's db_id: dataset '{name}' record {line} has none"
+                )
+            ids = fit_prompt_ids(sample, template, tokenizer, budget)
+            if ids is None:
+                stats["dropped_too_long"] += 1
+                continue
+            text = tokenizer.decode(ids)
+            prompt_ids.setdefault(text, ids)
+            rows["prompt"].append(text)
+            rows["db_id"].append(sample.db_id)
+            rows["gold_sql"].append(sample.response)
+            stats["kept"] += 1
+        data_stats[name] = stats
+    if not rows["prompt"]:
+        raise DataError(f"no question of {', '.join(names)} fits cutoff_len={data_args.cutoff_len}")
+    reward = ExecutionReward(db_dir, timeout=finetuning_args.reward_timeout)
+    for db_id in sorted(set(rows["db_id"])):
+        reward.database(db_id)  # every database is there before the first step, or a one-line error
+    model, peft_config = load_policy(model_args, finetuning_args, training_args, trl=True)
+    trainer = TokenizedGRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=config,
+        train_dataset=Dataset.from_dict(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        prompt_ids=prompt_ids,
+    )
+    if half_precision(training_args):
+        compute_under_autocast(trainer.model)
+    settings = {
+        "beta": config.beta,
+        "loss_type": config.loss_type,
+        "num_generations": config.num_generations,
+        "max_completion_length": config.max_completion_length,
+        "reward": "execution",
+        "reward_weights": dataclasses.asdict(reward.weights),
+        "reward_timeout_s": finetuning_args.reward_timeout,
+        "db_dir": str(db_dir),
+        "reference": reference_description(trainer) if config.beta else "none (beta=0)",
+    }
+
+    def signals() -> dict:
+        found = last_logged(trainer.state.log_history, GRPO_SIGNALS)
+        found["execution_outcomes"] = dict(reward.outcomes)
+        return found
+
+    return StageRun(
+        trainer,
+        len(rows["prompt"]),
+        data_stats,
+        prompt_settings(data_args.dataset_dir, names),
+        settings,
+        signals=signals,
+    )

@@ -1,0 +1,188 @@
+"""`sqltune train stage=dpo|grpo` end to end on a tiny model: train, reload, predict; and the user errors."""
+
+import json
+import math
+import sqlite3
+
+import pytest
+
+from sqltune.cli import main as cli
+from sqltune.models.loading import load_for_inference
+from sqltune.runcard import RunCard
+from tests.tiny import QUESTIONS, TABLES, make_dataset
+
+
+def concert_database(db_dir):
+    """The tiny datasets' database as a real SQLite file, a few rows per table."""
+    path = db_dir / "concert_singer" / "concert_singer.sqlite"
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    for table, columns in TABLES.items():
+        conn.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
+        rows = [tuple(i * 10 + j for j in range(len(columns))) for i in range(1, 4)]
+        conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})", rows)
+    conn.commit()
+    conn.close()
+    return db_dir
+
+
+def set_entry(data_dir, name, **changes):
+    registry_path = data_dir / "dataset_info.json"
+    registry = json.loads(registry_path.read_text())
+    registry[name].update(changes)
+    registry_path.write_text(json.dumps(registry))
+
+
+@pytest.fixture
+def grpo_data(tmp_path):
+    data = make_dataset(tmp_path / "data", count=8)
+    db_dir = concert_database(tmp_path / "databases")
+    registry = json.loads((data / "dataset_info.json").read_text())
+    set_entry(data, "tiny_train", sqltune={**registry["tiny_train"]["sqltune"], "db_dir": str(db_dir)})
+    return data
+
+
+@pytest.fixture
+def pair_data(tmp_path):
+    """The tiny dataset plus a LLaMA-Factory style ranking dataset: gold SQL over another question's."""
+    data = make_dataset(tmp_path / "data", count=8)
+    rows = [
+        {
+            "instruction": "Write the SQL query for the question.\n",
+            "input": question,
+            "chosen": sql,
+            "rejected": QUESTIONS[(i + 1) % len(QUESTIONS)][1],
+        }
+        for i, (question, sql) in enumerate(QUESTIONS)
+    ]
+    (data / "tiny_pairs.json").write_text(json.dumps(rows))
+    registry = json.loads((data / "dataset_info.json").read_text())
+    registry["tiny_pairs"] = {
+        "file_name": "tiny_pairs.json",
+        "ranking": True,
+        "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"},
+    }
+    (data / "dataset_info.json").write_text(json.dumps(registry))
+    return data
+
+
+def train(model_dir, data_dir, out, *extra: str) -> int:
+    argv = [
+        "train",
+        f"dataset_dir={data_dir}",
+        f"output_dir={out}",
+        "cutoff_len=1024",
+        "max_steps=3",
+        "per_device_train_batch_size=2",
+        "logging_steps=1",
+        "save_strategy=no",
+        "lora_rank=4",
+        "learning_rate=1e-3",
+        *extra,
+    ]
+    if model_dir is not None:
+        argv.append(f"model_name_or_path={model_dir}")
+    return cli(argv)
+
+
+def predict_runs(run_dir, data_dir, tmp_path) -> None:
+    output = tmp_path / "predictions.jsonl"
+    argv = ["predict", f"run_dir={run_dir}", f"dataset_dir={data_dir}", "dataset=tiny_train"]
+    argv += ["max_samples=2", "max_new_tokens=8", f"output={output}"]
+    assert cli(argv) == 0
+    assert len(output.read_text().splitlines()) == 2
+
+
+def test_dpo_with_lora_trains_against_the_base_and_predicts(tiny_model_dir, pair_data, tmp_path):
+    out = tmp_path / "dpo"
+    assert train(tiny_model_dir, pair_data, out, "stage=dpo", "dataset=tiny_pairs", "beta=0.2") == 0
+    card = RunCard.load(out)
+    assert card.stage == "dpo" and card.datasets == ["tiny_pairs"]
+    assert card.stage_settings["beta"] == 0.2 and card.stage_settings["loss_type"] == ["sigmoid"]
+    assert (
+        card.stage_settings["reference"] == "the base model (adapter disabled), no second copy of the weights"
+    )
+    assert card.metrics["train_steps"] == 3 and math.isfinite(card.metrics["train_loss"])
+    assert card.data_stats["tiny_pairs"]["kept"] == len(QUESTIONS)
+    assert "rewards/margins" in card.metrics["stage_signals"]
+    assert card.precision["used"] == "fp32" and card.arguments["gradient_checkpointing"] is False
+    losses = [
+        row["loss"]
+        for row in json.loads((out / "trainer_state.json").read_text())["log_history"]
+        if "loss" in row
+    ]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "ref").exists()
+    model, _, loaded = load_for_inference(out)
+    assert loaded.stage == "dpo" and list(model.peft_config) == ["default"]
+    predict_runs(out, pair_data, tmp_path)
+
+
+def test_dpo_continues_an_sft_run(tiny_model_dir, pair_data, tmp_path):
+    sft = tmp_path / "sft"
+    assert train(tiny_model_dir, pair_data, sft, "dataset=tiny_train", "max_steps=2") == 0
+    out = tmp_path / "dpo"
+    # the base model and template come from the SFT run's card
+    assert train(None, pair_data, out, "stage=dpo", "dataset=tiny_pairs", f"adapter_name_or_path={sft}") == 0
+    card = RunCard.load(out)
+    assert card.base_model == str(tiny_model_dir) and card.template == RunCard.load(sft).template
+    assert card.stage_settings["started_from"] == str(sft.resolve())
+    assert card.stage_settings["reference"].startswith("a frozen copy of the starting adapter")
+    assert card.prompt_format == "ddl"  # the SFT run's format: the pairs record none
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == []  # the reference adapter is not saved
+    predict_runs(out, pair_data, tmp_path)
+
+
+def test_grpo_trains_on_the_execution_reward_and_predicts(tiny_model_dir, grpo_data, tmp_path):
+    out = tmp_path / "grpo"
+    options = ["stage=grpo", "dataset=tiny_train", "num_generations=2", "max_completion_length=8"]
+    assert train(tiny_model_dir, grpo_data, out, *options, "max_steps=2") == 0
+    card = RunCard.load(out)
+    assert card.stage == "grpo" and card.prompt_format == "ddl"
+    settings = card.stage_settings
+    assert settings["num_generations"] == 2 and settings["max_completion_length"] == 8
+    assert settings["reward_weights"] == {"format": 1.0, "executes": 2.0, "match": 3.0}
+    assert settings["reference"] == "none (beta=0)"
+    assert card.metrics["train_steps"] == 2 and math.isfinite(card.metrics["train_loss"])
+    signals = card.metrics["stage_signals"]
+    # 2 steps x 2 completions; a random model writes no SQL
+    assert sum(signals["execution_outcomes"].values()) == 4 and "reward" in signals
+    predict_runs(out, grpo_data, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["stage=kto"], "stage=kto is not available yet; available stages: sft, dpo, grpo"),
+        (["stage=ppo"], "stage=ppo is not available yet"),
+        (["stage=rlhf"], "stage: unknown 'rlhf', choose one of sft, dpo, grpo"),
+        (["stage=dpo", "dataset=tiny_train"], "stage=dpo needs pairwise data: dataset 'tiny_train'"),
+        (
+            ["stage=grpo", "dataset=tiny_train"],
+            "stage=grpo executes answers: dataset 'tiny_train' records no db_dir",
+        ),
+        (["stage=grpo", "dataset=tiny_pairs", "num_generations=1"], "num_generations: must be >= 2"),
+        (["stage=dpo", "dataset=tiny_pairs", "val_size=2"], "stage=dpo: val_size and eval_dataset are not"),
+    ],
+)
+def test_stage_user_errors_are_one_line(tiny_model_dir, pair_data, tmp_path, capsys, options, message):
+    assert train(tiny_model_dir, pair_data, tmp_path / "run", *options) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run" / "sqltune_run.json").exists()
+
+
+def test_grpo_needs_db_id(tiny_model_dir, grpo_data, tmp_path, capsys):
+    rows = [{"instruction": "SQL for:", "input": q, "output": s} for q, s in QUESTIONS[:4]]
+    (grpo_data / "plain.json").write_text(json.dumps(rows))
+    registry = json.loads((grpo_data / "dataset_info.json").read_text())
+    registry["plain"] = {"file_name": "plain.json", "db_dir": registry["tiny_train"]["sqltune"]["db_dir"]}
+    (grpo_data / "dataset_info.json").write_text(json.dumps(registry))
+    assert (
+        train(tiny_model_dir, grpo_data, tmp_path / "run", "stage=grpo", "dataset=plain", "num_generations=2")
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "sqltune train: error: stage=grpo needs each question's db_id: dataset 'plain' record 1 has none"
+    ]
