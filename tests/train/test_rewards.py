@@ -46,7 +46,7 @@ def test_every_outcome_has_its_reward(db_dir):
     error = "SELECT nme FROM singer"
     # prose without SQL is kept as written by the extraction rule: not a query, and it fails
     assert score(reward, correct, wrong, error, "", "I do not know.") == [6.0, 0.0, -4.0, -6.0, -6.0]
-    assert dict(reward.outcomes) == {"no_sql": 1, "fails": 2, "wrong_result": 1, "match": 1}
+    assert dict(reward.outcomes) == {"no_query": 2, "fails": 1, "wrong_result": 1, "match": 1}
 
 
 def test_evaluator_rules_decide_the_match(db_dir):
@@ -72,11 +72,12 @@ def test_drop_table_changes_nothing(db_dir):
     before = checksum(db_dir)
     reward = ExecutionReward(db_dir)
     for attack, outcome in (
-        ("DROP TABLE singer", "fails"),
+        ("DROP TABLE singer", "no_query"),
         ("SELECT 1; DROP TABLE singer;", "wrong_result"),  # one statement: the SELECT
-        ("DELETE FROM singer", "fails"),
-        ("ATTACH DATABASE 'x.sqlite' AS x", "fails"),
-        ("PRAGMA writable_schema = ON", "fails"),
+        ("DELETE FROM singer", "no_query"),
+        ("ATTACH DATABASE 'x.sqlite' AS x", "no_query"),
+        ("PRAGMA writable_schema = ON", "no_query"),
+        ("WITH x AS (SELECT 1) DELETE FROM singer", "fails"),  # a query's opening, then a write
     ):
         assert reward.judge(attack, "shop", GOLD).outcome == outcome, attack
     assert reward.judge("DROP TABLE singer", "shop", GOLD).reward == -6.0  # not a query, and fails
@@ -105,7 +106,7 @@ def test_chat_completions_weights_and_trl_keywords(db_dir):
     )
     assert values == [3.5, -0.5, -3.5]
     assert metrics["execution/match"] == pytest.approx(1 / 3)
-    assert metrics["execution/no_sql"] == pytest.approx(1 / 3)
+    assert metrics["execution/no_query"] == pytest.approx(1 / 3)
 
 
 def test_gold_that_fails_leaves_the_result_component_out(db_dir):

@@ -123,7 +123,8 @@ def test_dpo_continues_an_sft_run(tiny_model_dir, pair_data, tmp_path):
     assert train(tiny_model_dir, pair_data, sft, "dataset=tiny_train", "max_steps=2") == 0
     out = tmp_path / "dpo"
     # the base model and template come from the SFT run's card
-    assert train(None, pair_data, out, "stage=dpo", "dataset=tiny_pairs", f"adapter_name_or_path={sft}") == 0
+    options = ["stage=dpo", "dataset=tiny_pairs", f"adapter_name_or_path={sft}", "bf16=true"]
+    assert train(None, pair_data, out, *options) == 0
     card = RunCard.load(out)
     assert card.base_model == str(tiny_model_dir) and card.template == RunCard.load(sft).template
     assert card.stage_settings["started_from"] == str(sft.resolve())
@@ -136,9 +137,10 @@ def test_dpo_continues_an_sft_run(tiny_model_dir, pair_data, tmp_path):
 def test_grpo_trains_on_the_execution_reward_and_predicts(tiny_model_dir, grpo_data, tmp_path):
     out = tmp_path / "grpo"
     options = ["stage=grpo", "dataset=tiny_train", "num_generations=2", "max_completion_length=8"]
-    assert train(tiny_model_dir, grpo_data, out, *options, "max_steps=2") == 0
+    # bf16: TRL generates outside autocast, with bf16 frozen weights beside float32 adapters
+    assert train(tiny_model_dir, grpo_data, out, *options, "max_steps=2", "bf16=true") == 0
     card = RunCard.load(out)
-    assert card.stage == "grpo" and card.prompt_format == "ddl"
+    assert card.stage == "grpo" and card.prompt_format == "ddl" and card.precision["used"] == "bf16"
     settings = card.stage_settings
     assert settings["num_generations"] == 2 and settings["max_completion_length"] == 8
     assert settings["reward_weights"] == {"format": 1.0, "executes": 2.0, "match": 3.0}

@@ -28,7 +28,6 @@ from sqltune.train.rewards import ExecutionReward
 from sqltune.train.stage import (
     SavesPolicyOnly,
     StageRun,
-    half_precision,
     last_logged,
     load_policy,
     reference_description,
@@ -87,8 +86,6 @@ def build(
 ) -> StageRun:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
-
-    from sqltune.models.adapters import compute_under_autocast
 
     class TokenizedGRPOTrainer(SavesPolicyOnly, GRPOTrainer):
         """GRPOTrainer whose prompts are the ids sqltune built with the run's template (the dataset's
@@ -154,8 +151,8 @@ def build(
         peft_config=peft_config,
         prompt_ids=prompt_ids,
     )
-    if half_precision(training_args):
-        compute_under_autocast(trainer.model)
+    # No `compute_under_autocast` here: TRL generates outside autocast, where a half-precision input
+    # must be cast to the float32 adapter (peft's default) or the LoRA matmul fails.
     settings = {
         "beta": config.beta,
         "loss_type": config.loss_type,

@@ -19,17 +19,18 @@ prerequisite failed counts as not met. The default weights are SQL-R1's (Ma et a
 format +-1, execution +-2, result +-3), so the total is a ladder that never ties two kinds of
 failure:
 
-    no SQL at all (empty, prose)      -1 -2 -3 = -6
-    SQL that errors or times out      +1 -2 -3 = -4
-    runs, wrong result                +1 +2 -3 =  0
-    runs, gold result                 +1 +2 +3 = +6
+    no query (empty, prose, DROP TABLE)   -1 -2 -3 = -6    outcome no_query
+    a query that errors or times out      +1 -2 -3 = -4    outcome fails
+    runs, wrong result                    +1 +2 -3 =  0    outcome wrong_result
+    runs, gold result                     +1 +2 +3 = +6    outcome match
 
 `format` means the extracted text is a query: it begins with SELECT or WITH (the statements the
 extraction rule looks for; anything else, such as `DROP TABLE`, is still run, read-only, and
 fails). If the gold query itself fails, the result component scores 0 for that question, since
 nothing can be learnt about matching it, and a warning is logged once per gold query.
 
-No library computes this (TRL ships format and accuracy rewards for math, not SQL), hence our own.
+No library computes this (TRL's rewards check math answers and think-tag formats; none executes
+SQL), hence our own.
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ logger = logging.getLogger("sqltune.train")
 
 _QUERY = re.compile(r"(select|with)\b", re.I)
 
-# what a completion came to, from worst to best (the keys of `ExecutionReward.outcomes`)
-OUTCOMES = ("no_sql", "fails", "wrong_result", "match")
+# what a completion came to, from worst to best (the keys of `ExecutionReward.outcomes`):
+# no query (nothing extracted, or a statement that is no query and fails), a query that fails,
+# a wrong result, the gold result
+OUTCOMES = ("no_query", "fails", "wrong_result", "match")
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,10 @@ class ExecutionReward:
         w = self.weights
         sql = extract_sql(completion_text(completion))
         if not sql:
-            return Judgement(sql, "no_sql", -w.format - w.executes - w.match, "no SQL in the answer")
-        format_score = w.format if _QUERY.match(sql) else -w.format
+            return Judgement(sql, "no_query", -w.format - w.executes - w.match, "no SQL in the answer")
+        is_query = bool(_QUERY.match(sql))
+        format_score = w.format if is_query else -w.format
+        failed = "fails" if is_query else "no_query"
         database = self.database(db_id)
         outcome = execution_match(self.executor, [database], sql, gold_sql)
         if outcome.match:
@@ -126,10 +131,10 @@ class ExecutionReward:
                 self._failed_golds.add((db_id, gold_sql))
                 logger.warning("execution reward: %s (db %s): %s", gold_sql, db_id, outcome.error)
             ran = self.executor.run(database, sql, max_rows=1).error in (None, "too many rows")
-            kind = "wrong_result" if ran else "fails"
+            kind = "wrong_result" if ran else failed
             return Judgement(sql, kind, format_score + (w.executes if ran else -w.executes), outcome.error)
         if outcome.error:  # the candidate errored or timed out
-            return Judgement(sql, "fails", format_score - w.executes - w.match, outcome.error)
+            return Judgement(sql, failed, format_score - w.executes - w.match, outcome.error)
         return Judgement(sql, "wrong_result", format_score + w.executes - w.match)
 
     def __call__(
