@@ -134,10 +134,19 @@ def test_dpo_continues_an_sft_run(tiny_model_dir, pair_data, tmp_path):
     predict_runs(out, pair_data, tmp_path)
 
 
-def test_grpo_trains_on_the_execution_reward_and_predicts(tiny_model_dir, grpo_data, tmp_path):
+@pytest.mark.parametrize(
+    "finetuning", [["finetuning_type=lora"], ["finetuning_type=freeze", "freeze_trainable_layers=1"]]
+)
+def test_grpo_trains_on_the_execution_reward_and_predicts(tiny_model_dir, grpo_data, tmp_path, finetuning):
     out = tmp_path / "grpo"
-    options = ["stage=grpo", "dataset=tiny_train", "num_generations=2", "max_completion_length=8"]
-    # bf16: TRL generates outside autocast, with bf16 frozen weights beside float32 adapters
+    options = [
+        "stage=grpo",
+        "dataset=tiny_train",
+        "num_generations=2",
+        "max_completion_length=8",
+        *finetuning,
+    ]
+    # bf16: generation too must run under autocast, with bf16 frozen weights beside float32 trained ones
     assert train(tiny_model_dir, grpo_data, out, *options, "max_steps=2", "bf16=true") == 0
     card = RunCard.load(out)
     assert card.stage == "grpo" and card.prompt_format == "ddl" and card.precision["used"] == "bf16"

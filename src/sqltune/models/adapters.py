@@ -124,8 +124,6 @@ def apply_freeze(model, finetuning: FinetuningArguments):
 def apply_finetuning(model, finetuning: FinetuningArguments, model_args: ModelArguments):
     """Make the right parameters trainable for `finetuning_type`; trainable weights are kept in
     float32 (a half-precision base stays half precision where it is frozen)."""
-    import torch
-
     if model_args.quantization_bit and finetuning.finetuning_type != "lora":
         raise ConfigError(
             "quantization_bit needs finetuning_type=lora (QLoRA): quantised weights cannot be trained"
@@ -138,6 +136,14 @@ def apply_finetuning(model, finetuning: FinetuningArguments, model_args: ModelAr
         model = apply_freeze(model, finetuning)
     else:
         model.requires_grad_(True)
+    return trainable_in_float32(model)
+
+
+def trainable_in_float32(model):
+    """Keep every trainable weight in float32 (updates below half precision's resolution are not
+    lost); frozen weights stay in the dtype they were loaded in."""
+    import torch
+
     for param in model.parameters():
         if param.requires_grad and param.dtype in (torch.float16, torch.bfloat16):
             param.data = param.data.float()

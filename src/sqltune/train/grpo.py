@@ -28,6 +28,7 @@ from sqltune.train.rewards import ExecutionReward
 from sqltune.train.stage import (
     SavesPolicyOnly,
     StageRun,
+    half_precision,
     last_logged,
     load_policy,
     reference_description,
@@ -87,6 +88,8 @@ def build(
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
+    from sqltune.models.adapters import compute_under_autocast, trainable_in_float32
+
     class TokenizedGRPOTrainer(SavesPolicyOnly, GRPOTrainer):
         """GRPOTrainer whose prompts are the ids sqltune built with the run's template (the dataset's
         `prompt` column is their text, the key to them)."""
@@ -97,6 +100,12 @@ def build(
 
         def _tokenize_prompts(self, prompts: list):
             return [self.sqltune_prompt_ids[p] for p in prompts], None, {}
+
+        def _generate_single_turn(self, *args, **kwargs):
+            # TRL generates outside autocast; the model mixes half-precision frozen weights with
+            # float32 trainable ones, which meet only under autocast (as in every training forward)
+            with self.accelerator.autocast():
+                return super()._generate_single_turn(*args, **kwargs)
 
     names = data_args.dataset_names
     db_dir = database_folder(data_args.dataset_dir, names)
@@ -151,8 +160,9 @@ def build(
         peft_config=peft_config,
         prompt_ids=prompt_ids,
     )
-    # No `compute_under_autocast` here: TRL generates outside autocast, where a half-precision input
-    # must be cast to the float32 adapter (peft's default) or the LoRA matmul fails.
+    trainable_in_float32(trainer.model)  # e.g. additional_target modules of a new adapter
+    if half_precision(training_args):
+        compute_under_autocast(trainer.model)
     settings = {
         "beta": config.beta,
         "loss_type": config.loss_type,

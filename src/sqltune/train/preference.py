@@ -155,7 +155,7 @@ def build(
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from sqltune.models.adapters import compute_under_autocast
+    from sqltune.models.adapters import compute_under_autocast, trainable_in_float32
 
     class TokenizedDPOTrainer(SavesPolicyOnly, DPOTrainer):
         """DPOTrainer on pairs sqltune tokenised itself (the run's template, like `predict`)."""
@@ -194,6 +194,7 @@ def build(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    trainable_in_float32(trainer.model)  # e.g. additional_target modules of a new adapter
     if half_precision(training_args):
         compute_under_autocast(trainer.model)
     settings = {
