@@ -29,3 +29,12 @@ def test_missing_and_malformed(tmp_path):
     (tmp_path / RUN_CARD).write_text('{"template": "hf"}')
     with pytest.raises(DataError, match="missing base_model"):
         RunCard.load(tmp_path)
+
+
+def test_a_card_written_before_later_fields_existed_still_loads(tmp_path):
+    """Run dirs outlive versions: fields added later (stage, stage_settings, precision...) default."""
+    old = {"base_model": "/m", "model_name_or_path": "m", "template": "hf", "finetuning_type": "full"}
+    (tmp_path / RUN_CARD).write_text(json.dumps(dict(old, prompt_format="dbgpt", cutoff_len=512)))
+    card = RunCard.load(tmp_path)
+    assert card.stage == "sft" and card.stage_settings == {} and card.precision == {}
+    assert card.cutoff_len == 512 and card.prompt_format == "dbgpt"

@@ -61,7 +61,12 @@ class RunCard:
         if not isinstance(data, dict):
             raise DataError(f"{path}: malformed run card (expected a JSON object)")
         fields = dataclasses.fields(cls)
-        missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in data]
+        required = [
+            f.name
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [name for name in required if name not in data]  # later fields have defaults
         if missing:
             raise DataError(f"{path}: malformed run card (missing {', '.join(missing)})")
         names = {f.name for f in fields}
