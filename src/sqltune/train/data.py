@@ -145,6 +145,26 @@ class EncodeStats:
         return dict(self.__dict__)
 
 
+def fit_sample(sample: Sample, template: Template, tokenizer, budget: int, reserved: int = 0):
+    """The sample's prompt shortened to fit `budget` tokens with `reserved` left over (schema values,
+    then the least related tables, never a gold table), or None when it has no schema to shorten or
+    still does not fit."""
+    if sample.example is None or sample.schema is None or sample.prompt_args is None:
+        return None
+    fitted = fit_to_budget(
+        sample.example,
+        sample.schema,
+        sample.prompt_args,
+        template,
+        tokenizer,
+        budget,
+        reserved=reserved,
+        protect_gold_tables=True,
+        system=sample.system,
+    )
+    return fitted if fitted.fits else None
+
+
 def encode_samples(
     samples: list[Sample], template: Template, tokenizer, cutoff_len: int
 ) -> tuple[list[dict], EncodeStats]:
@@ -155,22 +175,9 @@ def encode_samples(
     for sample in samples:
         input_ids, labels = encode_example(sample.prompt, sample.response, template, tokenizer, sample.system)
         if len(input_ids) > cutoff_len:
-            if sample.example is None or sample.schema is None or sample.prompt_args is None:
-                stats.dropped_too_long += 1
-                continue
             response_len = sum(label != IGNORE_INDEX for label in labels)
-            fitted = fit_to_budget(
-                sample.example,
-                sample.schema,
-                sample.prompt_args,
-                template,
-                tokenizer,
-                cutoff_len,
-                reserved=response_len,
-                protect_gold_tables=True,
-                system=sample.system,
-            )
-            if not fitted.fits:
+            fitted = fit_sample(sample, template, tokenizer, cutoff_len, reserved=response_len)
+            if fitted is None:
                 stats.dropped_too_long += 1
                 continue
             input_ids, labels = encode_example(

@@ -21,9 +21,9 @@ from pathlib import Path
 from sqltune.args import DataArguments, FinetuningArguments, ModelArguments
 from sqltune.data.records import dataset_entry
 from sqltune.errors import ConfigError, DataError
-from sqltune.models.encoding import encode_prompt, fit_to_budget
+from sqltune.models.encoding import encode_prompt
 from sqltune.models.templates import Template
-from sqltune.train.data import Sample, prompt_settings, read_samples
+from sqltune.train.data import Sample, fit_sample, prompt_settings, read_samples
 from sqltune.train.rewards import ExecutionReward
 from sqltune.train.stage import (
     SavesPolicyOnly,
@@ -62,19 +62,8 @@ def fit_prompt_ids(sample: Sample, template: Template, tokenizer, budget: int) -
     ids = encode_prompt(sample.prompt, template, tokenizer, sample.system)
     if len(ids) <= budget:
         return ids
-    if sample.example is None or sample.schema is None or sample.prompt_args is None:
-        return None
-    fitted = fit_to_budget(
-        sample.example,
-        sample.schema,
-        sample.prompt_args,
-        template,
-        tokenizer,
-        budget,
-        protect_gold_tables=True,
-        system=sample.system,
-    )
-    return fitted.prompt_ids if fitted.fits else None
+    fitted = fit_sample(sample, template, tokenizer, budget)
+    return fitted.prompt_ids if fitted else None
 
 
 def build(
