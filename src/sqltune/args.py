@@ -168,8 +168,26 @@ TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 ROPE_SCALINGS = ("linear", "dynamic", "yarn", "llama3")
 FINETUNING_TYPES = ("lora", "freeze", "full")
-STAGES = ("sft", "dpo", "grpo")
-PLANNED_STAGES = ("pt", "rm", "kto", "orpo", "simpo", "ppo")  # issue 10: named, not built yet
+# stage -> the module of sqltune.train that builds it (`build(...) -> StageRun`)
+STAGE_MODULES = {
+    "pt": "pretrain",
+    "sft": "sft",
+    "rm": "reward_model",
+    "dpo": "preference",
+    "kto": "kto",
+    "orpo": "preference",
+    "simpo": "preference",
+    "ppo": "ppo",
+    "grpo": "grpo",
+}
+STAGES = tuple(STAGE_MODULES)
+
+
+def stage_available(stage: str) -> bool:
+    """Whether the stage's module is installed (every stage of STAGES once built)."""
+    from importlib.util import find_spec
+
+    return find_spec(f"sqltune.train.{STAGE_MODULES[stage]}") is not None
 
 
 def _names(value: str | list[str] | None) -> list[str]:
@@ -353,11 +371,10 @@ class FinetuningArguments:
     def __post_init__(self) -> None:
         from sqltune.errors import ConfigError
 
-        if self.stage in PLANNED_STAGES:
-            raise ConfigError(
-                f"stage={self.stage} is not available yet; available stages: {', '.join(STAGES)}"
-            )
         _check_choice("stage", self.stage, STAGES)
+        if not stage_available(self.stage):
+            available = ", ".join(name for name in STAGES if stage_available(name))
+            raise ConfigError(f"stage={self.stage} is not available yet; available stages: {available}")
         _check_choice("finetuning_type", self.finetuning_type, FINETUNING_TYPES)
         if self.lora_rank < 1:
             raise ConfigError("lora_rank: must be >= 1")

@@ -164,9 +164,7 @@ def test_grpo_trains_on_the_execution_reward_and_predicts(tiny_model_dir, grpo_d
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["stage=kto"], "stage=kto is not available yet; available stages: sft, dpo, grpo"),
-        (["stage=ppo"], "stage=ppo is not available yet"),
-        (["stage=rlhf"], "stage: unknown 'rlhf', choose one of sft, dpo, grpo"),
+        (["stage=rlhf"], "stage: unknown 'rlhf', choose one of pt, sft, rm, dpo, kto, orpo, simpo, ppo, grpo"),
         (["stage=dpo", "dataset=tiny_train"], "stage=dpo needs pairwise data: dataset 'tiny_train'"),
         (
             ["stage=grpo", "dataset=tiny_train"],

@@ -23,15 +23,13 @@ import sys
 from importlib import import_module
 from pathlib import Path
 
-from sqltune.args import DataArguments, FinetuningArguments, ModelArguments, PromptArguments
+from sqltune.args import STAGE_MODULES, DataArguments, FinetuningArguments, ModelArguments, PromptArguments
 from sqltune.config import as_dict, format_help, parse_args
 from sqltune.errors import ConfigError
 from sqltune.runcard import RUN_CARD, RunCard, git_revision, library_versions, now
 from sqltune.train.arguments import TrainingArguments
 
 GROUPS = (ModelArguments, DataArguments, FinetuningArguments, TrainingArguments)
-# stage -> its module in sqltune.train, each with `build(...) -> StageRun`
-STAGE_MODULES = {"sft": "sft", "dpo": "preference", "grpo": "grpo"}
 
 
 def resume_target(training_args: TrainingArguments) -> bool | str | None:

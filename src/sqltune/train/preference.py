@@ -155,6 +155,9 @@ def build(
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    if finetuning_args.stage != "dpo":
+        raise ConfigError(f"stage={finetuning_args.stage} is not available yet")
+
     from sqltune.models.adapters import compute_under_autocast, trainable_in_float32
 
     class TokenizedDPOTrainer(SavesPolicyOnly, DPOTrainer):
