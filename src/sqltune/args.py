@@ -114,6 +114,75 @@ class SynthArguments:
 
 
 @dataclass
+class CorpusArguments:
+    """`sqltune data corpus`: a continued pre-training corpus (stage=pt) from databases and their SQL."""
+
+    db_dir: str | None = field(
+        default=None, metadata=_help("folder of <db_id>/<db_id>.sqlite (or *.sqlite) databases")
+    )
+    databases: str | None = field(
+        default=None, metadata=_help("only these db_ids, comma-separated (default: every database)")
+    )
+    questions: str | None = field(
+        default=None,
+        metadata=_help("Spider-style question/SQL files (json or jsonl), comma-separated: their SQL too"),
+    )
+    rows_per_table: int = field(default=3, metadata=_help("sample rows per table (0 = DDL only)"))
+    output_dir: str = field(default="data", metadata=_help("folder for the corpus and dataset_info.json"))
+    dataset_name: str = field(default="corpus", metadata=_help("registry name (file <name>.jsonl)"))
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        if self.rows_per_table < 0:
+            raise ConfigError("rows_per_table: must be >= 0")
+
+
+@dataclass
+class PairsArguments:
+    """`sqltune data pairs`: preference pairs and KTO labels from a run's own answers, judged by execution."""
+
+    run_dir: str | None = field(default=None, metadata=_help("the run directory whose model answers"))
+    dataset: str | None = field(
+        default=None, metadata=_help("registered dataset with db_id, gold SQL and db_dir (e.g. demo_train)")
+    )
+    dataset_dir: str = field(default="data", metadata=_help("folder holding the dataset's dataset_info.json"))
+    output_dir: str = field(
+        default="data", metadata=_help("folder for the new datasets and dataset_info.json")
+    )
+    dataset_name: str | None = field(
+        default=None, metadata=_help("name of the ranking dataset (default <dataset>_pairs; KTO: <name>_kto)")
+    )
+    num_candidates: int = field(default=8, metadata=_help("answers sampled per question"))
+    do_sample: bool = field(default=True, metadata=_help("sample (true) or take the best beams (false)"))
+    temperature: float = field(default=1.0, metadata=_help("sampling temperature"))
+    top_p: float = field(default=0.95, metadata=_help("sampling: nucleus probability mass"))
+    top_k: int = field(default=50, metadata=_help("sampling: keep the k most likely tokens (0 = all)"))
+    max_new_tokens: int = field(default=256, metadata=_help("most tokens per answer"))
+    timeout: float = field(default=2.0, metadata=_help("seconds an answer's SQL may run"))
+    kto_per_question: int = field(
+        default=4, metadata=_help("KTO: most distinct model answers per question (the gold is added)")
+    )
+    limit: int | None = field(default=None, metadata=_help("only the first N questions"))
+    seed: int = field(default=42, metadata=_help("random seed (question i samples with seed + i)"))
+    infer_backend: str = field(default="hf", metadata=_help("hf (transformers) or vllm (GPU)"))
+    infer_dtype: str = field(default="auto", metadata=_help("auto, float32, bfloat16 or float16"))
+    overwrite: bool = field(default=False, metadata=_help("sample every question again instead of resuming"))
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        _check_choice("infer_backend", self.infer_backend, ("hf", "vllm"))
+        _check_choice("infer_dtype", self.infer_dtype, ("auto", "float32", "bfloat16", "float16"))
+        if self.num_candidates < 1 or self.max_new_tokens < 1 or self.kto_per_question < 0:
+            raise ConfigError("num_candidates and max_new_tokens must be >= 1, kto_per_question >= 0")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.timeout <= 0:
+            raise ConfigError("temperature and timeout must be > 0, top_p in (0, 1] and top_k >= 0")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("limit: must be >= 1 (leave it out to use every question)")
+
+
+@dataclass
 class EvalArguments:
     """`sqltune eval`: score predictions against gold SQL (Spider EM/EX, BIRD EX/R-VES)."""
 
@@ -298,8 +367,10 @@ class FinetuningArguments:
     stage: str = field(
         default="sft",
         metadata=_help(
-            "training stage: sft (supervised fine-tuning), dpo (preference pairs), grpo (RL from the "
-            "execution reward)"
+            "training stage: pt (continued pre-training on text), sft (supervised fine-tuning), "
+            "rm (a reward model on pairs), dpo, orpo, simpo (preference pairs), kto (answers labelled "
+            "good or bad), grpo (RL from the execution reward), ppo (RL with a value head: the "
+            "execution reward or reward_model)"
         ),
     )
     finetuning_type: str = field(default="lora", metadata=_help(f"one of {', '.join(FINETUNING_TYPES)}"))
@@ -344,20 +415,61 @@ class FinetuningArguments:
     # TRL's own names for the knobs of the later stages; None leaves TRL's default
     beta: float | None = field(
         default=None,
-        metadata=_help("dpo: preference strength (TRL default 0.1); grpo: KL penalty (TRL default 0.0)"),
+        metadata=_help(
+            "dpo, kto: preference strength (TRL default 0.1); orpo: weight of the odds-ratio term "
+            "(0.1); simpo: reward scale (0.1); grpo: KL penalty (TRL default 0.0)"
+        ),
     )
     loss_type: str | None = field(
         default=None,
-        metadata=_help("dpo: sigmoid, ipo, hinge, ... (TRL default sigmoid); grpo: dapo, grpo, ..."),
+        metadata=_help(
+            "dpo: sigmoid, ipo, hinge, ... (TRL default sigmoid); kto: kto or apo_zero_unpaired; "
+            "grpo: dapo, grpo, ..."
+        ),
     )
     num_generations: int | None = field(
         default=None, metadata=_help("grpo: completions sampled per prompt (TRL default 8)")
     )
     max_completion_length: int | None = field(
-        default=None, metadata=_help("grpo: most tokens per sampled completion (TRL default 256)")
+        default=None, metadata=_help("grpo, ppo: most tokens per sampled completion (default 256)")
     )
     reward_timeout: float = field(
-        default=2.0, metadata=_help("grpo: seconds a completion's SQL may run before it scores as failed")
+        default=2.0,
+        metadata=_help("grpo, ppo: seconds a completion's SQL may run before it scores as failed"),
+    )
+    # ppo: LLaMA-Factory's keys where it has them (reward_model, ppo_*), else TRL's PPOConfig names
+    reward_model: str | None = field(
+        default=None,
+        metadata=_help("ppo: a run directory of stage=rm to score answers (default: the execution reward)"),
+    )
+    ppo_epochs: int = field(default=4, metadata=_help("ppo: optimisation passes over each rollout"))
+    ppo_buffer_size: int = field(
+        default=1,
+        metadata=_help("ppo: optimizer steps (batches) per pass over a rollout: its size in batches"),
+    )
+    ppo_whiten_rewards: bool = field(
+        default=False, metadata=_help("ppo: scale the per-token rewards to unit variance per rollout")
+    )
+    kl_coef: float = field(
+        default=0.05, metadata=_help("ppo: per-token KL penalty towards the reference (0: no reference)")
+    )
+    cliprange: float = field(
+        default=0.2, metadata=_help("ppo: how far the probability ratio and the value may move per rollout")
+    )
+    vf_coef: float = field(default=0.1, metadata=_help("ppo: weight of the value loss"))
+    gamma: float = field(default=1.0, metadata=_help("ppo: discount factor of GAE"))
+    lam: float = field(default=0.95, metadata=_help("ppo: lambda of GAE (bias/variance trade-off)"))
+    simpo_gamma: float | None = field(
+        default=None, metadata=_help("simpo: margin the chosen answer's reward must win by (TRL default 0.5)")
+    )
+    cpo_alpha: float | None = field(
+        default=None, metadata=_help("simpo: weight of the chosen answer's likelihood (default 0: SimPO)")
+    )
+    desirable_weight: float | None = field(
+        default=None, metadata=_help("kto: loss weight of desirable answers (TRL default 1.0)")
+    )
+    undesirable_weight: float | None = field(
+        default=None, metadata=_help("kto: loss weight of undesirable answers (TRL default 1.0)")
     )
 
     @property
@@ -390,6 +502,15 @@ class FinetuningArguments:
             raise ConfigError("max_completion_length: must be >= 1")
         if self.reward_timeout <= 0:
             raise ConfigError("reward_timeout: must be > 0 seconds")
+        if self.ppo_epochs < 1 or self.ppo_buffer_size < 1:
+            raise ConfigError("ppo_epochs and ppo_buffer_size: must be >= 1")
+        if self.cliprange <= 0 or self.vf_coef < 0 or self.kl_coef < 0:
+            raise ConfigError("cliprange must be > 0, vf_coef and kl_coef >= 0")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ConfigError("gamma and lam: must be between 0 and 1")
+        for name in ("cpo_alpha", "desirable_weight", "undesirable_weight"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0")
 
 
 # ---- prediction ----------------------------------------------------------------------------------------
@@ -595,6 +716,13 @@ class RunArguments:
     infer_dtype: str = field(default="auto", metadata=_help(f"one of {', '.join(INFER_DTYPES)}"))
     before: bool = field(default=True, metadata=_help("also score the base model before fine-tuning"))
     eval_timeout: float = field(default=30.0, metadata=_help("seconds a query may run when scoring"))
+    stages: list | None = field(
+        default=None,
+        metadata=_help(
+            "later training stages after SFT, each scored too: names (stages=dpo,grpo) or, in a "
+            "recipe, a list of mappings (sqltune.pipeline.stages)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         from sqltune.errors import ConfigError

@@ -17,7 +17,8 @@ from sqltune.errors import SqltuneError, SqltuneWarning
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": (
         "sqltune.data.command:main",
-        "build SFT records from a benchmark or database (`data synth`: synthesize pairs)",
+        "build SFT records from a benchmark or database (`data synth`: pairs; `data corpus`: pt text; "
+        "`data pairs`: DPO/KTO data)",
     ),
     "train": (
         "sqltune.train.command:main",

@@ -50,7 +50,7 @@ def field_map(groups: Sequence[type]) -> dict[str, tuple[type, dataclasses.Field
     return fields
 
 
-def _field_type(group: type, f: dataclasses.Field) -> Any:
+def field_type(group: type, f: dataclasses.Field) -> Any:
     try:
         return typing.get_type_hints(group)[f.name]
     except Exception:  # forward references a library cannot resolve: fall back to the raw annotation
@@ -67,7 +67,7 @@ def _type_options(tp: Any) -> tuple[list[Any], bool]:
 
 
 def _is_bool_field(group: type, f: dataclasses.Field) -> bool:
-    return bool in _type_options(_field_type(group, f))[0]
+    return bool in _type_options(field_type(group, f))[0]
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
@@ -217,7 +217,7 @@ def parse_args(groups: Sequence[type], argv: Sequence[str], positional: str | No
         if key not in fields:
             where = origin.get(key, "command line")
             raise ConfigError(f"unknown key '{key}' ({where}){_suggest(key, list(fields))}")
-    typed = {key: coerce(value, _field_type(*fields[key]), key) for key, value in values.items()}
+    typed = {key: coerce(value, field_type(*fields[key]), key) for key, value in values.items()}
     return build_groups(groups, typed)
 
 

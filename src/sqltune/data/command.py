@@ -128,6 +128,14 @@ def main(argv: list[str]) -> int:
         from sqltune.data.synth import main as synth_main
 
         return synth_main(argv[1:])
+    if argv and argv[0] == "corpus":
+        from sqltune.data.corpus import main as corpus_main
+
+        return corpus_main(argv[1:])
+    if argv and argv[0] == "pairs":
+        from sqltune.data.pairs import main as pairs_main
+
+        return pairs_main(argv[1:])
     if any(a in ("-h", "--help") for a in argv):
         print(format_help(GROUPS, "data"))
         return 0

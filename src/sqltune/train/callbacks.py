@@ -11,6 +11,7 @@ from transformers import ProgressCallback, TrainerCallback
 
 LOG_FILE = "train.log"
 PLOT_FILE = "training_loss.png"
+SIGNALS_PLOT_FILE = "stage_signals.png"
 
 
 class TokenProgressCallback(ProgressCallback):
@@ -80,6 +81,43 @@ def plot_loss(log_history: list[dict], path: str | Path) -> Path | None:
     axes.set_ylabel("loss")
     axes.grid(alpha=0.3)
     axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_signals(log_history: list[dict], keys, path: str | Path) -> Path | None:
+    """A later stage's own signals by step (reward, margins, KL...), one small panel per logged key;
+    None when none of the keys was logged with a number."""
+    series = {}
+    for key in keys:
+        points = [
+            (row["step"], row[key])
+            for row in log_history
+            if isinstance(row.get(key), (int, float)) and "step" in row and "train_runtime" not in row
+        ]
+        if points:
+            series[key] = points
+    if not series:
+        return None
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(3, len(series))
+    rows = math.ceil(len(series) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    for panel, (key, points) in zip(axes.flat, series.items()):
+        panel.plot(*zip(*points), "-o", markersize=3)
+        panel.set_title(key, fontsize=10)
+        panel.set_xlabel("step")
+        panel.grid(alpha=0.3)
+    for panel in list(axes.flat)[len(series) :]:
+        panel.set_visible(False)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

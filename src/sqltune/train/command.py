@@ -6,8 +6,9 @@
     sqltune train stage=dpo dataset=my_pairs adapter_name_or_path=saves/sft   # after SFT
     sqltune train stage=grpo dataset=demo_train adapter_name_or_path=saves/sft
 
-`stage` is sft (default; `sqltune.train.sft`), dpo (`sqltune.train.preference`) or grpo
-(`sqltune.train.grpo`); what the stages share is in `sqltune.train.stage`.
+`stage` is one of pt, sft (default), rm, dpo, kto, orpo, simpo, ppo, grpo; each is built by its
+module of `sqltune.train` (`sqltune.args.STAGE_MODULES`), and what the stages share is in
+`sqltune.train.stage`.
 
 The run directory (`output_dir`) receives the adapter or model (`save_pretrained`), the tokenizer,
 `sqltune_run.json` (the run card), `trainer_state.json`, `training_loss.png`, `train.log` and the
@@ -99,7 +100,7 @@ def run_train(
     training_args: TrainingArguments,
     extra_callbacks: list | None = None,
 ) -> RunCard | None:
-    """Train one stage (`stage=sft|dpo|grpo`) and write the run directory; returns the run card (None
+    """Train one stage (`stage=`, see the module docstring) and write the run directory; returns the run card (None
     on processes other than the first). `extra_callbacks` are added to the Trainer (e.g. a benchmark's
     step timer)."""
     from transformers import set_seed
@@ -186,6 +187,11 @@ def run_train(
         )
         card.save(output_dir)
         callbacks.plot_loss(trainer.state.log_history, output_dir / callbacks.PLOT_FILE)
+        if stage_name != "sft":  # the stage's own signals over the steps (reward, margins, KL...)
+            logged = {key for row in trainer.state.log_history for key in row}
+            keys = [k for k in logged if k in signals or k.startswith("execution/")]
+            plot = output_dir / callbacks.SIGNALS_PLOT_FILE
+            callbacks.plot_signals(trainer.state.log_history, sorted(keys), plot)
         print_summary(card, output_dir)
         return card
     finally:

@@ -1,6 +1,7 @@
 """What every training stage shares: its starting point, the model it trains, TRL's configuration.
 
-`sqltune train` runs one stage (`stage=sft|dpo|grpo`). A stage module (`sft`, `preference`, `grpo`)
+`sqltune train` runs one stage (`stage=pt|sft|rm|dpo|kto|orpo|simpo|ppo|grpo`). A stage module
+(`sqltune.args.STAGE_MODULES`: `pretrain`, `sft`, `reward_model`, `preference`, `kto`, `ppo`, `grpo`)
 reads its data and builds a Trainer; `sqltune.train.command` does the rest the same way for all of
 them (the run directory, the log, the run card, the summary). This module holds the pieces more
 than one stage needs:
@@ -54,12 +55,13 @@ class StageRun:
 def starting_point(model_args: ModelArguments) -> tuple[ModelArguments, RunCard | None]:
     """The model arguments to train from, and the run card of the run continued (if any)."""
     from sqltune.models.embedded import DEFAULT_MODEL
-    from sqltune.models.loading import model_arguments_from_card
+    from sqltune.models.loading import model_arguments_from_card, refuse_reward_model
 
     adapter = model_args.adapter_name_or_path
     if not adapter or not (Path(adapter) / RUN_CARD).is_file():
         return model_args, None
     card = RunCard.load(adapter)
+    refuse_reward_model(card, adapter)  # a reward model is no policy to continue
     if model_args.model_name_or_path != DEFAULT_MODEL:
         return model_args, card  # the user named the base model
     template = card.template if model_args.template == "auto" else model_args.template
