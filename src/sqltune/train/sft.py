@@ -19,13 +19,9 @@ def build(
     template: Template,
     tokenizer,
 ) -> StageRun:
-    from transformers import ProgressCallback
     from transformers.trainer_utils import IntervalStrategy
 
-    from sqltune.models.adapters import compute_under_autocast
-    from sqltune.train import callbacks
     from sqltune.train.data import build_features, collator, prompt_settings, split_validation, to_dataset
-    from sqltune.train.trainer import SftTrainer
 
     names = data_args.dataset_names
     prompt_args = prompt_settings(data_args.dataset_dir, names + data_args.eval_dataset_names)
@@ -39,6 +35,35 @@ def build(
     if eval_features and training_args.eval_strategy == IntervalStrategy.NO:
         training_args.eval_strategy = IntervalStrategy.STEPS
         training_args.eval_steps = training_args.eval_steps or training_args.logging_steps
+    trainer = token_loss_trainer(
+        model_args,
+        finetuning_args,
+        training_args,
+        tokenizer,
+        to_dataset(train_features),
+        to_dataset(eval_features) if eval_features else None,
+        collator(tokenizer, data_args.packing),
+    )
+    return StageRun(trainer, len(train_features), data_stats, prompt_args, eval_examples=len(eval_features))
+
+
+def token_loss_trainer(
+    model_args: ModelArguments,
+    finetuning_args: FinetuningArguments,
+    training_args,
+    tokenizer,
+    train_dataset,
+    eval_dataset,
+    data_collator,
+):
+    """The model to train (LoRA, freeze or full, in sqltune's precision) inside an `SftTrainer`: the
+    next-token loss on every labelled position. `stage=pt` trains with it too, labelling every token."""
+    from transformers import ProgressCallback
+
+    from sqltune.models.adapters import compute_under_autocast
+    from sqltune.train import callbacks
+    from sqltune.train.trainer import SftTrainer
+
     model, _ = load_policy(model_args, finetuning_args, training_args, trl=False)
     if half_precision(training_args):
         compute_under_autocast(model)
@@ -50,12 +75,12 @@ def build(
     trainer = SftTrainer(
         model=model,
         args=training_args,
-        train_dataset=to_dataset(train_features),
-        eval_dataset=to_dataset(eval_features) if eval_features else None,
-        data_collator=collator(tokenizer, data_args.packing),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=data_collator,
         processing_class=tokenizer,
         finetuning_args=finetuning_args,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(callbacks.TokenProgressCallback(trainer))
-    return StageRun(trainer, len(train_features), data_stats, prompt_args, eval_examples=len(eval_features))
+    return trainer
