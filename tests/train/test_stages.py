@@ -42,30 +42,6 @@ def grpo_data(tmp_path):
     return data
 
 
-@pytest.fixture
-def pair_data(tmp_path):
-    """The tiny dataset plus a LLaMA-Factory style ranking dataset: gold SQL over another question's."""
-    data = make_dataset(tmp_path / "data", count=8)
-    rows = [
-        {
-            "instruction": "Write the SQL query for the question.\n",
-            "input": question,
-            "chosen": sql,
-            "rejected": QUESTIONS[(i + 1) % len(QUESTIONS)][1],
-        }
-        for i, (question, sql) in enumerate(QUESTIONS)
-    ]
-    (data / "tiny_pairs.json").write_text(json.dumps(rows))
-    registry = json.loads((data / "dataset_info.json").read_text())
-    registry["tiny_pairs"] = {
-        "file_name": "tiny_pairs.json",
-        "ranking": True,
-        "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"},
-    }
-    (data / "dataset_info.json").write_text(json.dumps(registry))
-    return data
-
-
 def train(model_dir, data_dir, out, *extra: str) -> int:
     argv = [
         "train",
@@ -164,7 +140,10 @@ def test_grpo_trains_on_the_execution_reward_and_predicts(tiny_model_dir, grpo_d
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["stage=rlhf"], "stage: unknown 'rlhf', choose one of pt, sft, rm, dpo, kto, orpo, simpo, ppo, grpo"),
+        (
+            ["stage=rlhf"],
+            "stage: unknown 'rlhf', choose one of pt, sft, rm, dpo, kto, orpo, simpo, ppo, grpo",
+        ),
         (["stage=dpo", "dataset=tiny_train"], "stage=dpo needs pairwise data: dataset 'tiny_train'"),
         (
             ["stage=grpo", "dataset=tiny_train"],

@@ -94,17 +94,19 @@ class ModelSource:
 
 def model_source(run_dir: str | None, model_args: ModelArguments) -> ModelSource:
     """A run directory, or the bare model of `model_args`; giving both is an error."""
-    from sqltune.models.loading import model_arguments_from_card
+    from sqltune.models.loading import model_arguments_from_card, refuse_reward_model
 
     if run_dir is None:
         card = None
         adapter = model_args.adapter_name_or_path
         if adapter and (Path(adapter) / "sqltune_run.json").is_file():
             card = RunCard.load(adapter)
+            refuse_reward_model(card, adapter)
         return ModelSource(model_args, card=card)
     if model_args.model_name_or_path != DEFAULT_MODEL or model_args.adapter_name_or_path:
         raise ConfigError("give run_dir (its run card names the base model) or model_name_or_path, not both")
     card = RunCard.load(run_dir)
+    refuse_reward_model(card, run_dir)
     return ModelSource(model_arguments_from_card(card), Path(run_dir), card)
 
 

@@ -8,6 +8,8 @@ choice needs a GPU or a package that is not installed, instead of a traceback de
 
 `load_for_inference(run_dir)` is the entry point of prediction and export: it reads the run card,
 loads the base model and attaches the adapter (LoRA) or loads the trained weights (freeze/full).
+A reward-model run (`stage=rm`) is refused there (`refuse_reward_model`); it loads with
+`sqltune.train.reward_model.load_reward_model`.
 """
 
 from __future__ import annotations
@@ -117,13 +119,17 @@ def quantization_config(model_args: ModelArguments, config) -> Any | None:
     )
 
 
-def load_model(model_args: ModelArguments, path: str | None = None):
-    """The causal LM with the requested dtype, attention kernel, RoPE scaling and quantisation."""
+def load_model(model_args: ModelArguments, path: str | None = None, num_labels: int | None = None):
+    """The causal LM with the requested dtype, attention kernel, RoPE scaling and quantisation; with
+    `num_labels`, the same body under a linear head of that many outputs instead of the LM head
+    (`AutoModelForSequenceClassification`: a reward model has one)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     path = path or resolve_base(model_args)
     config = AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
+    if num_labels is not None:
+        config.num_labels = num_labels
     if model_args.rope_scaling:
         config.rope_parameters = rope_parameters(config, model_args.rope_scaling, model_args.rope_factor)
         config.max_position_embeddings = int(config.max_position_embeddings * model_args.rope_factor)
@@ -141,7 +147,18 @@ def load_model(model_args: ModelArguments, path: str | None = None):
 
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    auto_class = AutoModelForCausalLM if num_labels is None else AutoModelForSequenceClassification
+    return auto_class.from_pretrained(path, **kwargs)
+
+
+def refuse_reward_model(card: RunCard, run_dir: str | Path) -> None:
+    """A reward model (`stage=rm`) scores answers and writes none: every place that loads a run as a
+    model that generates SQL (predict, ask, export, a later stage's starting point) asks here first."""
+    if card.stage == "rm":
+        raise ConfigError(
+            f"{run_dir} is a reward model (stage=rm): it scores answers and cannot write SQL; "
+            f"give it to stage=ppo as reward_model={run_dir}"
+        )
 
 
 def model_arguments_from_card(card: RunCard, **overrides: Any) -> ModelArguments:
@@ -171,6 +188,8 @@ def load_for_inference(source: str | Path | ModelArguments, **overrides: Any):
     if isinstance(source, ModelArguments):
         adapter = source.adapter_name_or_path
         card = RunCard.load(adapter) if adapter and (Path(adapter) / RUN_CARD).is_file() else None
+        if card is not None:
+            refuse_reward_model(card, adapter)
         model = load_model(source)
         tokenizer = load_tokenizer(source)
         if adapter:
@@ -178,6 +197,7 @@ def load_for_inference(source: str | Path | ModelArguments, **overrides: Any):
         return model.eval(), tokenizer, card
     run_dir = Path(source)
     card = RunCard.load(run_dir)
+    refuse_reward_model(card, run_dir)
     model_args = model_arguments_from_card(card, **overrides)
     tokenizer = load_tokenizer(model_args, path=str(run_dir))
     if (run_dir / "adapter_config.json").is_file():

@@ -1,13 +1,24 @@
-"""`stage=dpo`: direct preference optimisation on pairs of answers, one preferred over the other.
+"""`stage=dpo|orpo|simpo`: preference optimisation on pairs of answers, one preferred over the other.
 
 For Text-to-SQL a pair is a question with a query that returns the right rows (`chosen`) and one
-that does not (`rejected`), e.g. the model's own wrong answers beside the gold SQL. DPO raises the
-likelihood of the chosen answer relative to the rejected one, measured against a frozen reference
-(the model the stage starts from; see `sqltune.train.stage` for how no second copy of the weights
-is kept with LoRA). The loss is TRL's `DPOTrainer`.
+that does not (`rejected`), e.g. the model's own wrong answers beside the gold SQL. Each stage raises
+the likelihood of the chosen answer relative to the rejected one; they differ in what they compare
+with:
+
+* dpo (TRL's `DPOTrainer`): the log-probability ratios of the policy against a frozen reference,
+  the model the stage starts from (see `sqltune.train.stage` for how no second copy of the weights
+  is kept with LoRA).
+* orpo (TRL's `trl.experimental.orpo`): no reference. The loss is the chosen answer's negative
+  log-likelihood plus `beta` times the log-sigmoid of the log odds ratio of chosen over rejected, so
+  the stage does SFT and preference learning at once. The likelihood term is on the answer's tokens
+  only, as in the ORPO paper, not on the prompt with its schema (`AnswerOnlyORPOTrainer`).
+* simpo (TRL's `trl.experimental.cpo` with `loss_type="simpo"`, `cpo_alpha=0`): no reference. The
+  reward of an answer is `beta` times its mean log-probability per token, and the chosen answer's
+  reward must beat the rejected one's by the margin `simpo_gamma`. `cpo_alpha > 0` adds the chosen
+  answer's negative log-likelihood (CPO's behaviour-cloning term).
 
 Data: a dataset registered with `"ranking": true` and chosen/rejected columns, LLaMA-Factory's
-pairwise format, so its pairwise datasets load unchanged:
+pairwise format, so its pairwise datasets load unchanged (`stage=rm` reads the same):
 
 * alpaca: `{"instruction", "input", "chosen", "rejected"[, "history", "system"]}`, answers as text;
 * sharegpt: `{"conversations": [...], "chosen": {"from": "gpt", "value": ...}, "rejected": {...}}`,
@@ -40,7 +51,14 @@ from sqltune.train.stage import (
     trl_config,
 )
 
+PAIRWISE_STAGES = ("dpo", "orpo", "simpo")
 DPO_SIGNALS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
+# what each stage's trainer logs that the run card keeps (the last logged value of each)
+SIGNALS = {
+    "dpo": DPO_SIGNALS,
+    "orpo": (*DPO_SIGNALS, "log_odds_ratio", "log_odds_chosen", "nll_loss"),
+    "simpo": (*DPO_SIGNALS, "logps/chosen", "logps/rejected"),
+}
 
 
 @dataclass
@@ -82,13 +100,16 @@ def _sharegpt_pair(row: dict, columns: dict, tags: dict, where: str) -> Pair:
     return Pair(Prompt("", messages[-1][1], turns), chosen, rejected, system)
 
 
-def read_pairs(dataset_dir: str | Path, name: str, max_samples: int | None = None) -> list[Pair]:
-    """The pairs of one registered ranking dataset (the first `max_samples` when given)."""
+def read_pairs(
+    dataset_dir: str | Path, name: str, max_samples: int | None = None, stage: str = "dpo"
+) -> list[Pair]:
+    """The pairs of one registered ranking dataset (the first `max_samples` when given); `stage`
+    names the stage that needs them in the error for a dataset that is not pairwise."""
     dataset_dir = Path(dataset_dir)
     entry = dataset_entry(dataset_dir, name)
     if not entry.get("ranking"):
         raise ConfigError(
-            f"stage=dpo needs pairwise data: dataset '{name}' is not registered with \"ranking\": true "
+            f"stage={stage} needs pairwise data: dataset '{name}' is not registered with \"ranking\": true "
             "and chosen/rejected columns"
         )
     formatting = entry.get("formatting", "alpaca")
@@ -144,21 +165,43 @@ def encode_pairs(pairs: list[Pair], template: Template, tokenizer, cutoff_len: i
     return columns, stats
 
 
-def build(
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    finetuning_args: FinetuningArguments,
-    training_args,
-    template: Template,
-    tokenizer,
-) -> StageRun:
+def read_encoded_pairs(
+    data_args: DataArguments, template: Template, tokenizer, stage: str
+) -> tuple[dict, dict]:
+    """The tokenised pairs of every dataset of the run (`encode_pairs` columns) and each dataset's counts."""
+    columns: dict[str, list] = {}
+    data_stats = {}
+    for name in data_args.dataset_names:
+        pairs = read_pairs(data_args.dataset_dir, name, data_args.max_samples, stage)
+        encoded, data_stats[name] = encode_pairs(pairs, template, tokenizer, data_args.cutoff_len)
+        for key, values in encoded.items():
+            columns.setdefault(key, []).extend(values)
+    if not columns.get("prompt_ids"):
+        raise DataError(
+            f"no pair of {', '.join(data_args.dataset_names)} fits cutoff_len={data_args.cutoff_len}"
+        )
+    return columns, data_stats
+
+
+def trl_pair_rows(columns: dict) -> dict[str, list]:
+    """The pairs in the tokenised row form of TRL's ORPO and CPO trainers: the prompt, and prompt +
+    answer with its labels (the prompt masked), for the chosen and the rejected answer."""
+    rows: dict[str, list] = {"prompt_input_ids": columns["prompt_ids"], "length": columns["length"]}
+    rows["prompt_attention_mask"] = [[1] * len(ids) for ids in columns["prompt_ids"]]
+    for side in ("chosen", "rejected"):
+        sequences = [p + a for p, a in zip(columns["prompt_ids"], columns[f"{side}_ids"])]
+        rows[f"{side}_input_ids"] = sequences
+        rows[f"{side}_attention_mask"] = [[1] * len(ids) for ids in sequences]
+        rows[f"{side}_labels"] = [
+            [IGNORE_INDEX] * len(p) + a for p, a in zip(columns["prompt_ids"], columns[f"{side}_ids"])
+        ]
+    return rows
+
+
+def dpo_trainer(columns: dict, model, peft_config, config, tokenizer):
+    """TRL's DPOTrainer on sqltune's tokenised pairs."""
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-
-    if finetuning_args.stage != "dpo":
-        raise ConfigError(f"stage={finetuning_args.stage} is not available yet")
-
-    from sqltune.models.adapters import compute_under_autocast, trainable_in_float32
+    from trl import DPOTrainer
 
     class TokenizedDPOTrainer(SavesPolicyOnly, DPOTrainer):
         """DPOTrainer on pairs sqltune tokenised itself (the run's template, like `predict`)."""
@@ -171,45 +214,115 @@ def build(
             if "length" not in self._signature_columns:  # train_sampling_strategy=group_by_length
                 self._signature_columns = [*self._signature_columns, "length"]
 
-    columns: dict[str, list] = {}
-    data_stats = {}
-    for name in data_args.dataset_names:
-        pairs = read_pairs(data_args.dataset_dir, name, data_args.max_samples)
-        encoded, data_stats[name] = encode_pairs(pairs, template, tokenizer, data_args.cutoff_len)
-        for key, values in encoded.items():
-            columns.setdefault(key, []).extend(values)
-    if not columns.get("prompt_ids"):
-        raise DataError(
-            f"no pair of {', '.join(data_args.dataset_names)} fits cutoff_len={data_args.cutoff_len}"
-        )
-    config = trl_config(
-        DPOConfig,
-        training_args,
-        beta=finetuning_args.beta,
-        loss_type=[finetuning_args.loss_type] if finetuning_args.loss_type else None,
-        max_length=data_args.cutoff_len,
-    )
-    model, peft_config = load_policy(model_args, finetuning_args, training_args, trl=True)
-    trainer = TokenizedDPOTrainer(
+    return TokenizedDPOTrainer(
         model=model,
         args=config,
         train_dataset=Dataset.from_dict(columns),
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+
+
+def reference_free_trainer(stage: str, columns: dict, model, peft_config, config, tokenizer):
+    """TRL's ORPOTrainer (orpo) or CPOTrainer (simpo) on sqltune's tokenised pairs."""
+    from datasets import Dataset
+    from trl.experimental.cpo import CPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    class TokenizedPairs:
+        """The rows arrive tokenised by sqltune (`trl_pair_rows`): TRL's own tokenising is skipped."""
+
+        def tokenize_row(self, feature, model=None) -> dict:
+            return {}
+
+    class AnswerOnlyORPOTrainer(TokenizedPairs, ORPOTrainer):
+        """ORPO whose likelihood term is the chosen answer's negative log-likelihood per token, as in
+        the paper's L_SFT; TRL's takes it over prompt and answer, and the prompt is mostly schema."""
+
+        def concatenated_forward(self, model, batch):
+            outputs = super().concatenated_forward(model, batch)
+            chosen_logps = outputs[0]  # mean log-probability per answer token
+            return (*outputs[:4], -chosen_logps.mean(), *outputs[5:])
+
+    class TokenizedCPOTrainer(TokenizedPairs, CPOTrainer):
+        """CPOTrainer (SimPO's loss here) on pairs sqltune tokenised itself."""
+
+    trainer_class = AnswerOnlyORPOTrainer if stage == "orpo" else TokenizedCPOTrainer
+    return trainer_class(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_dict(trl_pair_rows(columns)),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+
+
+def stage_config(finetuning_args: FinetuningArguments, training_args, max_length: int):
+    """The TRL config of the stage, with the stage's own knobs (None keeps TRL's default)."""
+    stage = finetuning_args.stage
+    if stage == "dpo":
+        from trl import DPOConfig
+
+        loss_type = [finetuning_args.loss_type] if finetuning_args.loss_type else None
+        return trl_config(
+            DPOConfig, training_args, beta=finetuning_args.beta, loss_type=loss_type, max_length=max_length
+        )
+    if finetuning_args.loss_type:
+        raise ConfigError(f"stage={stage} has one loss: loss_type is for dpo, kto and grpo")
+    if stage == "orpo":
+        from trl.experimental.orpo import ORPOConfig
+
+        return trl_config(ORPOConfig, training_args, beta=finetuning_args.beta, max_length=max_length)
+    from trl.experimental.cpo import CPOConfig
+
+    return trl_config(
+        CPOConfig,
+        training_args,
+        loss_type="simpo",
+        beta=finetuning_args.beta,
+        simpo_gamma=finetuning_args.simpo_gamma,
+        cpo_alpha=finetuning_args.cpo_alpha if finetuning_args.cpo_alpha is not None else 0.0,
+        max_length=max_length,
+    )
+
+
+def build(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    finetuning_args: FinetuningArguments,
+    training_args,
+    template: Template,
+    tokenizer,
+) -> StageRun:
+    from sqltune.models.adapters import compute_under_autocast, trainable_in_float32
+
+    stage = finetuning_args.stage
+    if stage not in PAIRWISE_STAGES:
+        raise ConfigError(f"stage={stage} is not a stage of sqltune.train.preference")
+    columns, data_stats = read_encoded_pairs(data_args, template, tokenizer, stage)
+    config = stage_config(finetuning_args, training_args, data_args.cutoff_len)
+    model, peft_config = load_policy(model_args, finetuning_args, training_args, trl=True)
+    if stage == "dpo":
+        trainer = dpo_trainer(columns, model, peft_config, config, tokenizer)
+        settings = {
+            "beta": config.beta,
+            "loss_type": list(config.loss_type),
+            "reference": reference_description(trainer),
+        }
+    else:
+        trainer = reference_free_trainer(stage, columns, model, peft_config, config, tokenizer)
+        settings = {"beta": config.beta, "reference": "none (the loss needs no reference model)"}
+        if stage == "simpo":
+            settings.update(loss_type="simpo", simpo_gamma=config.simpo_gamma, cpo_alpha=config.cpo_alpha)
+    signal_keys = SIGNALS[stage] + (("nll_loss",) if getattr(config, "cpo_alpha", 0) else ())
     trainable_in_float32(trainer.model)  # e.g. additional_target modules of a new adapter
     if half_precision(training_args):
         compute_under_autocast(trainer.model)
-    settings = {
-        "beta": config.beta,
-        "loss_type": list(config.loss_type),
-        "reference": reference_description(trainer),
-    }
     return StageRun(
         trainer,
         len(columns["prompt_ids"]),
         data_stats,
         prompt_settings(data_args.dataset_dir, data_args.dataset_names),
         settings,
-        signals=lambda: last_logged(trainer.state.log_history, DPO_SIGNALS),
+        signals=lambda: last_logged(trainer.state.log_history, signal_keys),
     )
