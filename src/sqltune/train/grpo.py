@@ -38,21 +38,22 @@ from sqltune.train.stage import (
 GRPO_SIGNALS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")
 
 
-def database_folder(dataset_dir: str | Path, names: list[str]) -> Path:
-    """The one folder of `<db_id>/<db_id>.sqlite` databases the datasets were built from."""
+def database_folder(dataset_dir: str | Path, names: list[str], stage: str = "grpo") -> Path:
+    """The one folder of `<db_id>/<db_id>.sqlite` databases the datasets were built from (`stage`
+    names the stage that executes answers, in the error messages)."""
     folders = set()
     for name in names:
         entry = dataset_entry(dataset_dir, name)
         folder = entry.get("sqltune", {}).get("db_dir") or entry.get("db_dir")
         if not folder:
             raise ConfigError(
-                f"stage=grpo executes answers: dataset '{name}' records no db_dir (the folder of "
+                f"stage={stage} executes answers: dataset '{name}' records no db_dir (the folder of "
                 "<db_id>/<db_id>.sqlite); build it with sqltune data ... db_dir=..."
             )
         folders.add(str(Path(folder).resolve()))
     if len(folders) > 1:
         raise ConfigError(
-            f"stage=grpo: the datasets use different database folders ({', '.join(sorted(folders))})"
+            f"stage={stage}: the datasets use different database folders ({', '.join(sorted(folders))})"
         )
     return Path(folders.pop())
 
