@@ -7,13 +7,19 @@ import pytest
 from sqltune.config import load_yaml, parse_args
 from sqltune.errors import ConfigError
 from sqltune.pipeline.command import groups
+from sqltune.pipeline.stages import plan_stages
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RUN_RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if "source" in load_yaml(p))
 
 
 def test_the_promised_run_recipes_exist():
-    assert {p.name for p in RUN_RECIPES} == {"quickstart.yaml", "spider_smollm2.yaml", "own_database.yaml"}
+    assert {p.name for p in RUN_RECIPES} == {
+        "quickstart.yaml",
+        "quickstart_rl.yaml",
+        "spider_smollm2.yaml",
+        "own_database.yaml",
+    }
 
 
 @pytest.mark.parametrize("recipe", RUN_RECIPES, ids=lambda p: p.name)
@@ -27,6 +33,8 @@ def test_run_recipe_validates(recipe):
         "full",
     )
     assert generating.max_new_tokens <= 128 and run.cutoff_len <= 1024
+    for plan in plan_stages(run.stages, type(training)):  # later stages: each entry checks out
+        assert plan.stage in ("dpo", "grpo") and plan.start == "sft"
 
 
 def test_spider_recipe_needs_its_folder():

@@ -233,10 +233,12 @@ def run_pipeline(
     import dataclasses
 
     from sqltune.pipeline.report import print_table, write_reports
+    from sqltune.pipeline.stages import plan_stages, train_stage
     from sqltune.run_index import record_run
 
     run_dir = Path(training.output_dir)
     data_dir = run_dir / DATA
+    plans = plan_stages(run.stages, type(training))  # errors before any work
     timing = Timing()
     with timing("data_s"):
         check_database(run, data_dir)
@@ -254,7 +256,27 @@ def run_pipeline(
         reports["after"] = predict_and_score(
             "after", ModelArguments(), run_dir, run_dir, run, settings, dev, training.seed, overwrite=trained
         )
-    report = write_reports(run_dir, reports, card, timing.seconds(trained))
+    stage_reports, stage_cards = {}, {}
+    for plan in plans:
+        with timing(f"{plan.name}_train_s"):
+            stage_dir, stage_trained = train_stage(
+                plan, model_args, finetuning, training, run, run_dir, train_name, settings.max_new_tokens
+            )
+        trained = trained or stage_trained
+        with timing(f"{plan.name}_s"):
+            stage_reports[plan.name] = predict_and_score(
+                plan.name,
+                ModelArguments(),
+                run_dir,
+                stage_dir,
+                run,
+                settings,
+                dev,
+                training.seed,
+                overwrite=stage_trained,
+            )
+        stage_cards[plan.name] = RunCard.load(stage_dir)
+    report = write_reports(run_dir, reports, card, timing.seconds(trained), stage_reports, stage_cards)
     print_table(report, run_dir)
     record_run(run_dir, run.source, run.db)  # so that `sqltune ask` finds it (sqltune.run_index)
     return report

@@ -2,7 +2,9 @@
 
 `report.json` holds, for "before" (the base model) and "after" (the fine-tuned run), `ex`, `em` and
 `n` (questions scored) plus the same by Spider hardness level, next to the training metrics and the
-settings that produced them. `report.png` shows the training loss curve beside EX by hardness.
+settings that produced them. With later stages (`stages:`, `sqltune.pipeline.stages`) it also holds
+`stages`: per entry the same scores, the stage, the run it started from, its training metrics and the
+stage's own signals. `report.png` shows the training loss curve beside EX by hardness.
 """
 
 from __future__ import annotations
@@ -37,11 +39,33 @@ def scores(evaluation: dict) -> dict:
     }
 
 
-def write_reports(run_dir: Path, evaluations: dict[str, dict], card: RunCard, timing: dict) -> dict:
+TRAIN_METRICS = ("train_examples", "train_steps", "train_tokens", "train_loss", "train_runtime_s")
+
+
+def write_reports(
+    run_dir: Path,
+    evaluations: dict[str, dict],
+    card: RunCard,
+    timing: dict,
+    stages: dict[str, dict] | None = None,
+    stage_cards: dict[str, RunCard] | None = None,
+) -> dict:
     """Write report.json, report.md and report.png into the run directory; return the report.
-    `timing`: wall seconds of each step and in total (`sqltune.pipeline.command.Timing`)."""
+    `timing`: wall seconds of each step and in total (`sqltune.pipeline.command.Timing`);
+    `stages`/`stage_cards`: the evaluation and run card of each later stage, by entry name."""
     settings = next(iter(evaluations.values()))["settings"]
     report = {label: scores(evaluation) for label, evaluation in evaluations.items()}
+    if stages:
+        report["stages"] = {}
+        for name, evaluation in stages.items():
+            stage_card = (stage_cards or {})[name]
+            report["stages"][name] = {
+                **scores(evaluation),
+                "stage": stage_card.stage,
+                "started_from": stage_card.stage_settings.get("started_from"),
+                "train": {k: stage_card.metrics.get(k) for k in TRAIN_METRICS},
+                "signals": stage_card.metrics.get("stage_signals", {}),
+            }
     report["run"] = {
         "run_dir": str(run_dir),
         "model": card.model_name_or_path,
@@ -49,13 +73,11 @@ def write_reports(run_dir: Path, evaluations: dict[str, dict], card: RunCard, ti
         "template": card.template,
         "prompt_format": card.prompt_format,
         "datasets": card.datasets,
-        "train": {
-            k: card.metrics.get(k)
-            for k in ("train_examples", "train_steps", "train_tokens", "train_loss", "train_runtime_s")
-        },
+        "train": {k: card.metrics.get(k) for k in TRAIN_METRICS},
         "precision": card.precision.get("used"),
         "device": card.precision.get("device"),
         "timing": timing,
+        "stages": list(stages or {}),
     }
     report["evaluation"] = {
         k: settings[k] for k in ("gold", "database_variant", "timeout", "evaluator_version")
@@ -77,9 +99,21 @@ def time_line(run: dict) -> str:
     timing = run["timing"]
     names = {"data_s": "data", "train_s": "training", "before_s": "base model", "after_s": "fine-tuned"}
     steps = ", ".join(f"{names[k]} {minutes(timing[k])}" for k in names if k in timing)
+    for name in run.get("stages", []):  # later stages: training, then scoring
+        spent = timing.get(f"{name}_train_s", 0) + timing.get(f"{name}_s", 0)
+        steps += f", {name} {minutes(spent)}"
     reused = "" if timing.get("trained_now", True) else " (training reused from an earlier run)"
     where = f", {run['precision']} on {run['device']}" if run.get("precision") else ""
     return f"wall time {minutes(timing['total_s'])}: {steps}{reused}{where}"
+
+
+def columns(report: dict) -> list[tuple[str, dict]]:
+    """(label, scores) of every model the report scores: the base model, the SFT run, later stages."""
+    found = [(LABELS[key], report[key]) for key in LABELS if key in report]
+    for name, entry in report.get("stages", {}).items():
+        label = f"after {entry['stage']}" if name == entry["stage"] else f"after {name} ({entry['stage']})"
+        found.append((label, entry))
+    return found
 
 
 def _fmt(value: float | None) -> str:
@@ -94,7 +128,7 @@ def _gain(report: dict, key: str) -> str:
 
 def markdown(report: dict) -> str:
     run = report["run"]
-    labels = [label for label in LABELS if label in report]
+    models = columns(report)
     lines = [
         f"# sqltune run: {run['run_dir']}",
         "",
@@ -108,22 +142,22 @@ def markdown(report: dict) -> str:
         "| --- | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {LABELS[k]} | {_fmt(report[k]['ex'])} | {_fmt(report[k]['em'])} | {report[k]['n']} |"
-        for k in labels
+        f"| {label} | {_fmt(entry['ex'])} | {_fmt(entry['em'])} | {entry['n']} |" for label, entry in models
     ]
     if "before" in report:
-        lines.append(f"| gain | {_gain(report, 'ex')} | {_gain(report, 'em')} | |")
+        lines.append(f"| gain (fine-tuning) | {_gain(report, 'ex')} | {_gain(report, 'em')} | |")
+    lines += stage_lines(report)
     lines += [
         "",
         "By hardness (EX / EM):",
         "",
-        "| hardness | questions | " + " | ".join(LABELS[k] for k in labels) + " |",
+        "| hardness | questions | " + " | ".join(label for label, _ in models) + " |",
     ]
-    lines.append("| --- | ---: |" + " ---: |" * len(labels))
+    lines.append("| --- | ---: |" + " ---: |" * len(models))
     for level, entry in report["after"]["by_hardness"].items():
         cells = [
-            f"{_fmt(report[k]['by_hardness'][level]['ex'])} / {_fmt(report[k]['by_hardness'][level]['em'])}"
-            for k in labels
+            f"{_fmt(scored['by_hardness'][level]['ex'])} / {_fmt(scored['by_hardness'][level]['em'])}"
+            for _, scored in models
         ]
         lines.append(f"| {level} | {entry['n']} | " + " | ".join(cells) + " |")
     evaluation = report["evaluation"]
@@ -137,6 +171,30 @@ def markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def stage_lines(report: dict) -> list[str]:
+    """Markdown: each later stage's gain over the SFT run and its training, in a few words."""
+    if not report.get("stages"):
+        return []
+    sft = report["after"]
+    lines = ["", "Later stages, each against the SFT run (`after`):", ""]
+    lines += [
+        "| stage | EX gain | EM gain | steps | training s | signals |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, entry in report["stages"].items():
+        signals = ", ".join(
+            f"{key} {value:.3g}" for key, value in entry["signals"].items() if isinstance(value, (int, float))
+        )
+        gains = [
+            "-" if entry[k] is None or sft[k] is None else f"{entry[k] - sft[k]:+.3f}" for k in ("ex", "em")
+        ]
+        lines.append(
+            f"| {name} | {gains[0]} | {gains[1]} | {entry['train']['train_steps']} | "
+            f"{entry['train']['train_runtime_s']} | {signals or '-'} |"
+        )
+    return lines
 
 
 def plot(path: Path, trainer_state: Path, report: dict) -> Path:
@@ -154,16 +212,15 @@ def plot(path: Path, trainer_state: Path, report: dict) -> Path:
     loss_axes.set(title="training loss", xlabel="step", ylabel="loss")
     loss_axes.grid(alpha=0.3)
     levels = [*report["after"]["by_hardness"], "all"]
-    labels = [label for label in LABELS if label in report]
-    width = 0.8 / len(labels)
-    for offset, label in enumerate(labels):
+    models = columns(report)
+    width = 0.8 / len(models)
+    for offset, (label, scored) in enumerate(models):
         values = [
-            (report[label]["by_hardness"].get(level, {}).get("ex") if level != "all" else report[label]["ex"])
-            or 0.0
+            (scored["by_hardness"].get(level, {}).get("ex") if level != "all" else scored["ex"]) or 0.0
             for level in levels
         ]
-        ex_axes.bar([i + offset * width for i in range(len(levels))], values, width, label=LABELS[label])
-    ex_axes.set_xticks([i + width * (len(labels) - 1) / 2 for i in range(len(levels))], levels)
+        ex_axes.bar([i + offset * width for i in range(len(levels))], values, width, label=label)
+    ex_axes.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(levels))], levels)
     ex_axes.set(title="execution accuracy (EX) by hardness", ylim=(0, 1))
     ex_axes.legend()
     figure.tight_layout()
@@ -179,10 +236,8 @@ def print_table(report: dict, run_dir: Path) -> None:
     table = Table(title=f"sqltune run: {run_dir}")
     for column in ("", "EX", "EM", "questions"):
         table.add_column(column, justify="right" if column else "left")
-    for label in (k for k in LABELS if k in report):
-        table.add_row(
-            LABELS[label], _fmt(report[label]["ex"]), _fmt(report[label]["em"]), str(report[label]["n"])
-        )
+    for label, scored in columns(report):
+        table.add_row(label, _fmt(scored["ex"]), _fmt(scored["em"]), str(scored["n"]))
     if "before" in report:
         table.add_row("gain", _gain(report, "ex"), _gain(report, "em"), "")
     console = Console()  # the result of the whole command: stdout

@@ -1,0 +1,99 @@
+"""`sqltune run` with later stages (`stages:`): each trained from the SFT run or an earlier entry,
+each scored on the same dev questions, reported under `stages`; rerun reuses them; bad entries are
+one-line errors naming the entry and key."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sqltune.cli import main as cli
+from sqltune.errors import ConfigError
+from sqltune.pipeline.stages import plan_stages
+from sqltune.runcard import RunCard
+from sqltune.train.arguments import TrainingArguments
+from tests.infer.conftest import write_concert_db
+from tests.pipeline.test_own_database import RECIPE, tiny_sizes  # noqa: F401
+from tests.tiny import tiny_model_dir  # noqa: F401
+
+GRPO_SMALL = {
+    "max_steps": 1,
+    "num_generations": 2,
+    "per_device_train_batch_size": 2,
+    "max_completion_length": 8,
+}
+
+
+def recipe_with(tmp_path: Path, stages: list) -> str:
+    recipe = yaml.safe_load(Path(RECIPE).read_text())
+    recipe["stages"] = stages
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def test_later_stages_train_from_sft_and_from_each_other_and_are_reported(tiny_sizes, tmp_path, capsys):  # noqa: F811
+    db = write_concert_db(tmp_path / "shop.sqlite")
+    out = tmp_path / "run"
+    stages = [
+        {"stage": "grpo", **GRPO_SMALL},
+        {"stage": "grpo", "name": "grpo_again", "from": "grpo", **GRPO_SMALL, "learning_rate": 1e-3},
+    ]
+    argv = [
+        "run",
+        recipe_with(tmp_path, stages),
+        f"db={db}",
+        f"output_dir={out}",
+        *tiny_sizes,
+        "before=false",
+    ]
+    assert cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert "after grpo" in printed and "after grpo_again (grpo)" in printed
+
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["stages"]) == {"grpo", "grpo_again"}
+    for name, entry in report["stages"].items():
+        assert entry["stage"] == "grpo" and entry["n"] == report["after"]["n"] == 6
+        assert 0.0 <= entry["ex"] <= 1.0 and entry["train"]["train_steps"] == 1
+        assert sum(entry["signals"]["execution_outcomes"].values()) == 2  # one question, two answers
+        assert (out / "predictions" / f"{name}.jsonl").is_file() and (out / "eval" / f"{name}.json").is_file()
+        assert (out / "stages" / name / "stage_signals.png").stat().st_size > 1000  # reward etc. by step
+    first, second = (RunCard.load(out / "stages" / name) for name in ("grpo", "grpo_again"))
+    assert first.stage_settings["started_from"] == str(out.resolve())
+    assert second.stage_settings["started_from"] == str((out / "stages" / "grpo").resolve())
+    assert (
+        second.arguments["learning_rate"] == 1e-3 and first.arguments["learning_rate"] == 1e-4
+    )  # entry, default
+    assert "Later stages" in (out / "report.md").read_text()
+
+    stamp = (out / "stages" / "grpo" / "adapter_model.safetensors").stat().st_mtime_ns
+    assert cli(argv) == 0  # rerun: everything reused
+    assert "reusing the trained stage" in capsys.readouterr().err
+    assert (out / "stages" / "grpo" / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        ([{"stage": "sft"}], "stages[0].stage: 'sft' is not a later stage"),
+        (["grpo", "grpo"], "stages[1].name: 'grpo' is taken"),
+        ([{"stage": "dpo", "from": "grpo"}], "stages[0].from: 'grpo' is neither sft nor an earlier entry"),
+        ([{"stage": "grpo", "learning_rat": 1}], "stages[0].learning_rat: not a key a stage entry takes"),
+        ([{"stage": "grpo", "max_steps": "many"}], "stages[0].max_steps"),
+        ([{"name": "x"}], "stages[0]: give a stage name"),
+    ],
+)
+def test_bad_stage_entries_are_one_line_errors(stages, message):
+    with pytest.raises(ConfigError, match=None) as caught:
+        plan_stages(stages, TrainingArguments)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_stage_names_on_the_command_line(tiny_sizes, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "run"
+    argv = ["run", RECIPE, "db=missing.sqlite", f"output_dir={out}", *tiny_sizes, "stages=grpo,sft"]
+    assert cli(argv) == 2
+    assert "stages[1].stage: 'sft' is not a later stage" in capsys.readouterr().err
+    assert not out.exists()  # checked before any work
