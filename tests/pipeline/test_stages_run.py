@@ -22,6 +22,7 @@ GRPO_SMALL = {
     "num_generations": 2,
     "per_device_train_batch_size": 2,
     "max_completion_length": 8,
+    "logging_steps": 1,
 }
 
 
@@ -39,6 +40,7 @@ def test_later_stages_train_from_sft_and_from_each_other_and_are_reported(tiny_s
     stages = [
         {"stage": "grpo", **GRPO_SMALL},
         {"stage": "grpo", "name": "grpo_again", "from": "grpo", **GRPO_SMALL, "learning_rate": 1e-3},
+        {"stage": "dpo", "pairs": {"num_candidates": 2, "max_new_tokens": 8}, "max_steps": 1},
     ]
     argv = [
         "run",
@@ -50,10 +52,16 @@ def test_later_stages_train_from_sft_and_from_each_other_and_are_reported(tiny_s
     ]
     assert cli(argv) == 0
     printed = capsys.readouterr().out
-    assert "after grpo" in printed and "after grpo_again (grpo)" in printed
+    assert "after grpo" in printed and "after grpo_again (grpo)" in printed and "after dpo" in printed
 
     report = json.loads((out / "report.json").read_text())
-    assert set(report["stages"]) == {"grpo", "grpo_again"}
+    assert set(report["stages"]) == {"grpo", "grpo_again", "dpo"}
+    dpo = report["stages"].pop("dpo")  # pairs of the SFT run's own answers, 2 per question
+    counts = json.loads((out / "data" / "dpo_pairs.counts.json").read_text())["counts"]
+    assert counts["questions"] == 24 and counts["candidates"] == 48 and dpo["train"]["train_steps"] == 1
+    assert "rewards/margins" in dpo["signals"] and RunCard.load(out / "stages" / "dpo").datasets == [
+        "dpo_pairs"
+    ]
     for name, entry in report["stages"].items():
         assert entry["stage"] == "grpo" and entry["n"] == report["after"]["n"] == 6
         assert 0.0 <= entry["ex"] <= 1.0 and entry["train"]["train_steps"] == 1
