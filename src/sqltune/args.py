@@ -423,8 +423,15 @@ class FinetuningArguments:
     loss_type: str | None = field(
         default=None,
         metadata=_help(
-            "dpo: sigmoid, ipo, hinge, ... (TRL default sigmoid); kto: kto or apo_zero_unpaired; "
-            "grpo: dapo, grpo, ..."
+            "dpo: sigmoid, ipo, hinge, ... (TRL default sigmoid; several, comma-separated, are "
+            "summed); kto: kto or apo_zero_unpaired; grpo: dapo, grpo, ..."
+        ),
+    )
+    pref_ftx: float = field(
+        default=0.0,
+        metadata=_help(
+            "dpo: weight of a supervised loss on the chosen answer added to the preference loss "
+            "(RPO; keeps the chosen answers likely)"
         ),
     )
     num_generations: int | None = field(
@@ -496,6 +503,8 @@ class FinetuningArguments:
             raise ConfigError("choose one of pissa_init and loftq_init")
         if self.loss_chunk_size < 1:
             raise ConfigError("loss_chunk_size: must be >= 1")
+        if self.pref_ftx < 0:
+            raise ConfigError("pref_ftx: must be >= 0")
         if self.num_generations is not None and self.num_generations < 2:
             raise ConfigError("num_generations: must be >= 2 (GRPO compares completions of one prompt)")
         if self.max_completion_length is not None and self.max_completion_length < 1:

@@ -94,6 +94,24 @@ def test_dpo_with_lora_trains_against_the_base_and_predicts(tiny_model_dir, pair
     predict_runs(out, pair_data, tmp_path)
 
 
+def test_dpo_with_pref_ftx_adds_the_chosen_answers_own_loss(tiny_model_dir, pair_data, tmp_path):
+    """RPO: the preference loss plus pref_ftx x the chosen answer's NLL. At step 1 a new adapter is
+    the reference, so the sigmoid loss is exactly ln 2 and the rest is the (large) NLL of the tiny model."""
+    first_losses = {}
+    for name, extra in (("plain", []), ("rpo", ["pref_ftx=0.5"])):
+        out = tmp_path / name
+        assert (
+            train(tiny_model_dir, pair_data, out, "stage=dpo", "dataset=tiny_pairs", "max_steps=1", *extra)
+            == 0
+        )
+        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+        first_losses[name] = next(row["loss"] for row in history if "loss" in row)
+        settings = RunCard.load(out).stage_settings
+    assert settings["loss_type"] == ["sigmoid", "sft"] and settings["loss_weights"] == [1.0, 0.5]
+    assert first_losses["plain"] == pytest.approx(math.log(2), abs=1e-3)
+    assert first_losses["rpo"] > first_losses["plain"] + 1.0
+
+
 def test_dpo_continues_an_sft_run(tiny_model_dir, pair_data, tmp_path):
     sft = tmp_path / "sft"
     assert train(tiny_model_dir, pair_data, sft, "dataset=tiny_train", "max_steps=2") == 0

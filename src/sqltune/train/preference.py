@@ -263,10 +263,22 @@ def stage_config(finetuning_args: FinetuningArguments, training_args, max_length
     if stage == "dpo":
         from trl import DPOConfig
 
-        loss_type = [finetuning_args.loss_type] if finetuning_args.loss_type else None
+        losses = [
+            name.strip() for name in (finetuning_args.loss_type or "sigmoid").split(",") if name.strip()
+        ]
+        weights = [1.0] * len(losses)
+        if finetuning_args.pref_ftx:  # RPO: the chosen answer's own likelihood beside the preference
+            losses, weights = [*losses, "sft"], [*weights, finetuning_args.pref_ftx]
         return trl_config(
-            DPOConfig, training_args, beta=finetuning_args.beta, loss_type=loss_type, max_length=max_length
+            DPOConfig,
+            training_args,
+            beta=finetuning_args.beta,
+            loss_type=losses,
+            loss_weights=weights,
+            max_length=max_length,
         )
+    if finetuning_args.pref_ftx:
+        raise ConfigError(f"stage={stage}: pref_ftx is for dpo")
     if finetuning_args.loss_type:
         raise ConfigError(f"stage={stage} has one loss: loss_type is for dpo, kto and grpo")
     if stage == "orpo":
@@ -307,6 +319,7 @@ def build(
         settings = {
             "beta": config.beta,
             "loss_type": list(config.loss_type),
+            "loss_weights": list(config.loss_weights),
             "reference": reference_description(trainer),
         }
     else:
