@@ -82,6 +82,31 @@ def test_later_stages_train_from_sft_and_from_each_other_and_are_reported(tiny_s
     assert (out / "stages" / "grpo" / "adapter_model.safetensors").stat().st_mtime_ns == stamp
 
 
+def test_a_reward_model_entry_scores_a_ppo_entry_and_is_not_asked(tiny_sizes, tmp_path, capsys):  # noqa: F811
+    db = write_concert_db(tmp_path / "shop.sqlite")
+    out = tmp_path / "run"
+    stages = [
+        {"stage": "rm", "pairs": {"num_candidates": 2, "max_new_tokens": 8}, "max_steps": 1},
+        {"stage": "ppo", "reward_model": "rm", "max_steps": 1, "max_completion_length": 8, "ppo_epochs": 1},
+    ]
+    argv = [
+        "run",
+        recipe_with(tmp_path, stages),
+        f"db={db}",
+        f"output_dir={out}",
+        *tiny_sizes,
+        "before=false",
+    ]
+    assert cli(argv) == 0
+    assert "after ppo" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["stages"]["rm"]["ex"] is None and "accuracy" in report["stages"]["rm"]["signals"]
+    assert not (out / "predictions" / "rm.jsonl").exists() and report["stages"]["ppo"]["n"] == 6
+    ppo = RunCard.load(out / "stages" / "ppo")
+    assert ppo.arguments["reward_model"] == str(out / "stages" / "rm")
+    assert "| rm | - | - | 1 |" in (out / "report.md").read_text()
+
+
 @pytest.mark.parametrize(
     "stages, message",
     [
@@ -91,6 +116,9 @@ def test_later_stages_train_from_sft_and_from_each_other_and_are_reported(tiny_s
         ([{"stage": "grpo", "learning_rat": 1}], "stages[0].learning_rat: not a key a stage entry takes"),
         ([{"stage": "grpo", "max_steps": "many"}], "stages[0].max_steps"),
         ([{"name": "x"}], "stages[0]: give a stage name"),
+        (["rm", {"stage": "dpo", "from": "rm"}], "stages[1].from: 'rm' is a reward model"),
+        ([{"stage": "grpo", "reward_model": "x"}], "stages[0].reward_model: only a ppo entry"),
+        (["grpo", {"stage": "ppo", "reward_model": "grpo"}], "stages[1].reward_model: 'grpo' is not an rm"),
     ],
 )
 def test_bad_stage_entries_are_one_line_errors(stages, message):

@@ -263,6 +263,10 @@ def run_pipeline(
                 plan, model_args, finetuning, training, run, run_dir, train_name, settings.max_new_tokens
             )
         trained = trained or stage_trained
+        stage_cards[plan.name] = RunCard.load(stage_dir)
+        if not plan.scored:
+            stage_reports[plan.name] = None
+            continue
         with timing(f"{plan.name}_s"):
             stage_reports[plan.name] = predict_and_score(
                 plan.name,
@@ -275,7 +279,6 @@ def run_pipeline(
                 training.seed,
                 overwrite=stage_trained,
             )
-        stage_cards[plan.name] = RunCard.load(stage_dir)
     report = write_reports(run_dir, reports, card, timing.seconds(trained), stage_reports, stage_cards)
     print_table(report, run_dir)
     record_run(run_dir, run.source, run.db)  # so that `sqltune ask` finds it (sqltune.run_index)

@@ -60,7 +60,7 @@ def write_reports(
         for name, evaluation in stages.items():
             stage_card = (stage_cards or {})[name]
             report["stages"][name] = {
-                **scores(evaluation),
+                **(scores(evaluation) if evaluation else {"ex": None, "em": None, "n": 0}),
                 "stage": stage_card.stage,
                 "started_from": stage_card.stage_settings.get("started_from"),
                 "train": {k: stage_card.metrics.get(k) for k in TRAIN_METRICS},
@@ -111,6 +111,8 @@ def columns(report: dict) -> list[tuple[str, dict]]:
     """(label, scores) of every model the report scores: the base model, the SFT run, later stages."""
     found = [(LABELS[key], report[key]) for key in LABELS if key in report]
     for name, entry in report.get("stages", {}).items():
+        if "by_hardness" not in entry:  # a reward model: not asked
+            continue
         label = f"after {entry['stage']}" if name == entry["stage"] else f"after {name} ({entry['stage']})"
         found.append((label, entry))
     return found

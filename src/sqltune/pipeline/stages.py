@@ -22,7 +22,9 @@ their databases). dpo, kto, orpo, simpo and rm need pairs: unless the entry name
 `dataset`, `sqltune data pairs` samples `pairs.num_candidates` answers per training question from the
 starting model, executes them and writes `data/<name>_pairs` (and `<name>_pairs_kto` for kto).
 
-Every entry is scored like "after" (`predictions/<name>.jsonl`, `eval/<name>.json`) and reported
+A ppo entry's `reward_model` may name an earlier rm entry (`reward_model: rm`), which then scores
+its answers; without one, ppo uses the execution reward like grpo. Every entry but rm (a reward
+model writes no SQL; its accuracy and margin are reported) is scored like "after" (`predictions/<name>.jsonl`, `eval/<name>.json`) and reported
 under `stages` in report.json. A finished entry is reused on a rerun, as the SFT run is.
 """
 
@@ -75,6 +77,12 @@ class StagePlan:
     pairs: dict[str, Any]
     finetuning: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    reward_entry: str | None = None  # ppo: the rm entry of the same run that scores its answers
+
+    @property
+    def scored(self) -> bool:
+        """Whether the entry's model answers the dev questions (a reward model writes no SQL)."""
+        return self.stage != "rm"
 
 
 def plan_stages(entries: list | None, training_group: type) -> list[StagePlan]:
@@ -100,6 +108,11 @@ def plan_stages(entries: list | None, training_group: type) -> list[StagePlan]:
         start = str(entry.get("from", "sft"))
         if start != "sft" and start not in {plan.name for plan in plans}:
             raise ConfigError(f"{where}.from: '{start}' is neither sft nor an earlier entry")
+        if any(plan.name == start and plan.stage == "rm" for plan in plans):
+            raise ConfigError(f"{where}.from: '{start}' is a reward model; give it as reward_model: {start}")
+        scorer = entry.get("reward_model")
+        if scorer is not None and stage != "ppo":
+            raise ConfigError(f"{where}.reward_model: only a ppo entry takes a reward model")
         pairs = entry.get("pairs") or {}
         if not isinstance(pairs, dict):
             raise ConfigError(f"{where}.pairs: give a mapping of `sqltune data pairs` keys")
@@ -115,6 +128,9 @@ def plan_stages(entries: list | None, training_group: type) -> list[StagePlan]:
             group = fields[key][0]
             target = plan.finetuning if group is FinetuningArguments else plan.training
             target[key] = coerce(value, field_type(*fields[key]), f"{where}.{key}")
+        plan.reward_entry = next((p.name for p in plans if p.name == scorer and p.stage == "rm"), None)
+        if scorer is not None and plan.reward_entry is None and str(scorer) in {p.name for p in plans}:
+            raise ConfigError(f"{where}.reward_model: '{scorer}' is not an rm entry")
         plans.append(plan)
     return plans
 
@@ -133,7 +149,10 @@ def stage_arguments(
         model = dataclasses.replace(model_args, adapter_name_or_path=str(start_dir))
     else:  # a whole model: train it further
         model = dataclasses.replace(model_args, model_name_or_path=str(start_dir), adapter_name_or_path=None)
-    tuning = dataclasses.replace(finetuning, stage=plan.stage, **plan.finetuning)
+    options = dict(plan.finetuning)
+    if plan.reward_entry:  # an rm entry of this run scores the ppo entry's answers
+        options["reward_model"] = str(stage_dir.parent / plan.reward_entry)
+    tuning = dataclasses.replace(finetuning, stage=plan.stage, **options)
     options = plan.training
     requested = getattr(training, "bf16_requested", None)
     # no finished run is there (train_stage reuses one): what an interrupted attempt left is replaced
