@@ -178,6 +178,30 @@ def test_stage_user_errors_are_one_line(tiny_model_dir, pair_data, tmp_path, cap
     assert not (tmp_path / "run" / "sqltune_run.json").exists()
 
 
+def test_grpo_leaves_out_questions_whose_database_is_missing(tiny_model_dir, grpo_data, tmp_path, capsys):
+    """Spider ships 3 of its databases without a file: their questions are counted and left out."""
+    db_dir = json.loads((grpo_data / "dataset_info.json").read_text())["tiny_train"]["sqltune"]["db_dir"]
+    rows = [
+        {"instruction": "SQL for:", "input": q, "output": s, "db_id": "concert_singer"} for q, s in QUESTIONS
+    ]
+    rows[1]["db_id"] = rows[3]["db_id"] = "gone"
+    (grpo_data / "mixed.json").write_text(json.dumps(rows))
+    registry = json.loads((grpo_data / "dataset_info.json").read_text())
+    registry["mixed"] = {"file_name": "mixed.json", "db_dir": db_dir}
+    (grpo_data / "dataset_info.json").write_text(json.dumps(registry))
+    options = ["stage=grpo", "dataset=mixed", "num_generations=2", "max_completion_length=8", "max_steps=1"]
+    assert train(tiny_model_dir, grpo_data, tmp_path / "run", *options) == 0
+    stats = RunCard.load(tmp_path / "run").data_stats["mixed"]
+    assert stats["dropped_no_database"] == 2 and stats["kept"] == len(QUESTIONS) - 2
+    assert "2 question(s) left out, no database file" in (tmp_path / "run" / "train.log").read_text()
+    capsys.readouterr()
+    for row in rows:
+        row["db_id"] = "gone"
+    (grpo_data / "mixed.json").write_text(json.dumps(rows))
+    assert train(tiny_model_dir, grpo_data, tmp_path / "none", *options) == 2
+    assert "no database for db_id 'gone'" in capsys.readouterr().err
+
+
 def test_grpo_needs_db_id(tiny_model_dir, grpo_data, tmp_path, capsys):
     rows = [{"instruction": "SQL for:", "input": q, "output": s} for q, s in QUESTIONS[:4]]
     (grpo_data / "plain.json").write_text(json.dumps(rows))

@@ -16,6 +16,7 @@ Data: an ordinary SFT dataset of `sqltune data` (`demo_train`, `spider_train`...
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from sqltune.args import DataArguments, FinetuningArguments, ModelArguments
@@ -34,6 +35,8 @@ from sqltune.train.stage import (
     reference_description,
     trl_config,
 )
+
+logger = logging.getLogger("sqltune")
 
 GRPO_SIGNALS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")
 
@@ -116,14 +119,20 @@ def build(
     rows: dict[str, list] = {"prompt": [], "db_id": [], "gold_sql": []}
     prompt_ids: dict[str, list[int]] = {}
     data_stats = {}
+    reward = ExecutionReward(db_dir, timeout=finetuning_args.reward_timeout)
+    missing: set[str] = set()
     for name in names:
         samples = read_samples(data_args.dataset_dir, name, data_args.max_samples)
-        stats = {"samples": len(samples), "kept": 0, "dropped_too_long": 0}
+        stats = {"samples": len(samples), "kept": 0, "dropped_too_long": 0, "dropped_no_database": 0}
         for line, sample in enumerate(samples, 1):
             if not sample.db_id:
                 raise ConfigError(
                     f"stage=grpo needs each question's db_id: dataset '{name}' record {line} has none"
                 )
+            if sample.db_id in missing or not reward.has_database(sample.db_id):
+                missing.add(sample.db_id)  # e.g. Spider's 3 databases that ship without a file
+                stats["dropped_no_database"] += 1
+                continue
             ids = fit_prompt_ids(sample, template, tokenizer, budget)
             if ids is None:
                 stats["dropped_too_long"] += 1
@@ -135,11 +144,18 @@ def build(
             rows["gold_sql"].append(sample.response)
             stats["kept"] += 1
         data_stats[name] = stats
+    if missing:
+        dropped = sum(stats["dropped_no_database"] for stats in data_stats.values())
+        logger.warning(
+            "stage=grpo: %d question(s) left out, no database file under %s for: %s",
+            dropped,
+            db_dir,
+            ", ".join(sorted(missing)),
+        )
     if not rows["prompt"]:
+        if missing and not any(stats["dropped_too_long"] for stats in data_stats.values()):
+            reward.database(sorted(missing)[0])  # none is there: the one-line error of the reward
         raise DataError(f"no question of {', '.join(names)} fits cutoff_len={data_args.cutoff_len}")
-    reward = ExecutionReward(db_dir, timeout=finetuning_args.reward_timeout)
-    for db_id in sorted(set(rows["db_id"])):
-        reward.database(db_id)  # every database is there before the first step, or a one-line error
     model, peft_config = load_policy(model_args, finetuning_args, training_args, trl=True)
     trainer = TokenizedGRPOTrainer(
         model=model,

@@ -108,6 +108,9 @@ class ExecutionReward:
         self.outcomes: Counter[str] = Counter({name: 0 for name in OUTCOMES})
         self._failed_golds: set[tuple[str, str]] = set()
 
+    def has_database(self, db_id: str) -> bool:
+        return (self.db_dir / db_id / f"{db_id}.sqlite").is_file()
+
     def database(self, db_id: str) -> Path:
         path = self.db_dir / db_id / f"{db_id}.sqlite"
         if not path.is_file():
