@@ -19,8 +19,7 @@ from sqltune.train.ppo_math import (
     policy_loss,
     value_loss,
 )
-from tests.tiny import make_dataset
-from tests.train.test_stages import concert_database, predict_runs, set_entry, train
+from tests.train.test_stages import predict_runs, train
 
 # A fixed batch of two answers: three tokens, and two tokens plus one of padding. The padded
 # position holds wild numbers that must never count.
@@ -136,16 +135,6 @@ def test_sampler_repeats_each_rollout_once_per_micro_batch():
 # ---- the stage through the CLI ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def sql_data(tmp_path):
-    """The tiny dataset with its database (a real SQLite file): the execution reward runs answers."""
-    data = make_dataset(tmp_path / "data", count=8)
-    db_dir = concert_database(tmp_path / "databases")
-    registry = json.loads((data / "dataset_info.json").read_text())
-    set_entry(data, "tiny_train", sqltune={**registry["tiny_train"]["sqltune"], "db_dir": str(db_dir)})
-    return data
-
-
 def logged(run_dir) -> list[dict]:
     history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
     return [row for row in history if "loss" in row]
@@ -154,11 +143,11 @@ def logged(run_dir) -> list[dict]:
 PPO = ["stage=ppo", "dataset=tiny_train", "max_completion_length=8", "ppo_epochs=2"]
 
 
-def test_ppo_trains_on_the_execution_reward_and_predicts(tiny_model_dir, sql_data, tmp_path):
+def test_ppo_trains_on_the_execution_reward_and_predicts(tiny_model_dir, grpo_data, tmp_path):
     out = tmp_path / "ppo"
     # a rollout of 2 questions, trained on in 2 micro-batches of 1 per step, twice (ppo_epochs=2)
     batches = ["per_device_train_batch_size=1", "gradient_accumulation_steps=2"]
-    assert train(tiny_model_dir, sql_data, out, *PPO, *batches, "kl_coef=0.1") == 0
+    assert train(tiny_model_dir, grpo_data, out, *PPO, *batches, "kl_coef=0.1") == 0
     card = RunCard.load(out)
     assert card.stage == "ppo" and card.prompt_format == "ddl"
     settings = card.stage_settings
@@ -184,15 +173,15 @@ def test_ppo_trains_on_the_execution_reward_and_predicts(tiny_model_dir, sql_dat
     assert (out / "adapter_model.safetensors").is_file() and not (out / "ref").exists()
     model, _, loaded = load_for_inference(out)
     assert loaded.stage == "ppo" and list(model.peft_config) == ["default"]
-    predict_runs(out, sql_data, tmp_path)
+    predict_runs(out, grpo_data, tmp_path)
 
 
-def test_ppo_continues_an_sft_run_against_it(tiny_model_dir, sql_data, tmp_path):
+def test_ppo_continues_an_sft_run_against_it(tiny_model_dir, grpo_data, tmp_path):
     sft = tmp_path / "sft"
-    assert train(tiny_model_dir, sql_data, sft, "dataset=tiny_train", "max_steps=2") == 0
+    assert train(tiny_model_dir, grpo_data, sft, "dataset=tiny_train", "max_steps=2") == 0
     out = tmp_path / "ppo"
     options = [*PPO, f"adapter_name_or_path={sft}", "max_steps=2", "bf16=true"]
-    assert train(None, sql_data, out, *options) == 0
+    assert train(None, grpo_data, out, *options) == 0
     card = RunCard.load(out)
     assert card.base_model == str(tiny_model_dir) and card.precision["used"] == "bf16"
     assert card.stage_settings["reference"].startswith("a frozen copy of the starting adapter")
@@ -201,19 +190,19 @@ def test_ppo_continues_an_sft_run_against_it(tiny_model_dir, sql_data, tmp_path)
     # the reference is the SFT adapter as it was: the first rollout has no KL from it
     assert logged(out)[0]["kl"] == pytest.approx(0.0, abs=1e-6)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == []  # the reference is not saved
-    predict_runs(out, sql_data, tmp_path)
+    predict_runs(out, grpo_data, tmp_path)
 
 
-def test_ppo_freeze_keeps_a_reference_copy_and_resumes_exactly(tiny_model_dir, sql_data, tmp_path):
+def test_ppo_freeze_keeps_a_reference_copy_and_resumes_exactly(tiny_model_dir, grpo_data, tmp_path):
     options = [*PPO, "finetuning_type=freeze", "freeze_trainable_layers=1", "ppo_epochs=1", "max_steps=2"]
     whole = tmp_path / "whole"
-    assert train(tiny_model_dir, sql_data, whole, *options, "save_strategy=steps", "save_steps=1") == 0
+    assert train(tiny_model_dir, grpo_data, whole, *options, "save_strategy=steps", "save_steps=1") == 0
     assert RunCard.load(whole).stage_settings["reference"] == "a separate copy of the starting model"
     assert (whole / "checkpoint-1" / "value_head.safetensors").is_file()
     # stop after step 1, resume: the same run as without the interruption
     resumed = tmp_path / "resumed"
     shutil.copytree(whole / "checkpoint-1", resumed / "checkpoint-1")
-    assert train(tiny_model_dir, sql_data, resumed, *options, "resume_from_checkpoint=true") == 0
+    assert train(tiny_model_dir, grpo_data, resumed, *options, "resume_from_checkpoint=true") == 0
     for name in ("value_head.safetensors", "model.safetensors"):
         expected, got = load_file(whole / name), load_file(resumed / name)
         assert all(torch.equal(expected[key], got[key]) for key in expected), name
@@ -248,18 +237,18 @@ def test_ppo_user_errors_are_one_line(tiny_model_dir, pair_data, tmp_path, capsy
     assert not (tmp_path / "run" / "sqltune_run.json").exists()
 
 
-def test_ppo_needs_db_id_and_enough_questions(tiny_model_dir, sql_data, tmp_path, capsys):
-    registry = json.loads((sql_data / "dataset_info.json").read_text())
+def test_ppo_needs_db_id_and_enough_questions(tiny_model_dir, grpo_data, tmp_path, capsys):
+    registry = json.loads((grpo_data / "dataset_info.json").read_text())
     rows = [{"instruction": "SQL for:", "input": "How many singers?", "output": "SELECT 1"}] * 4
-    (sql_data / "plain.json").write_text(json.dumps(rows))
+    (grpo_data / "plain.json").write_text(json.dumps(rows))
     registry["plain"] = {"file_name": "plain.json", "db_dir": registry["tiny_train"]["sqltune"]["db_dir"]}
-    (sql_data / "dataset_info.json").write_text(json.dumps(registry))
-    assert train(tiny_model_dir, sql_data, tmp_path / "a", "stage=ppo", "dataset=plain") == 2
+    (grpo_data / "dataset_info.json").write_text(json.dumps(registry))
+    assert train(tiny_model_dir, grpo_data, tmp_path / "a", "stage=ppo", "dataset=plain") == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "sqltune train: error: stage=ppo executes answers and needs each question's db_id: dataset "
         "'plain' record 1 has none (or score with reward_model=<an rm run>)"
     ]
     options = ["stage=ppo", "dataset=tiny_train", "max_samples=3", "ppo_buffer_size=2"]
-    assert train(tiny_model_dir, sql_data, tmp_path / "b", *options) == 2
+    assert train(tiny_model_dir, grpo_data, tmp_path / "b", *options) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ppo_buffer_size = 4 questions, the data has 3" in err[0], err

@@ -2,44 +2,13 @@
 
 import json
 import math
-import sqlite3
 
 import pytest
 
 from sqltune.cli import main as cli
 from sqltune.models.loading import load_for_inference
 from sqltune.runcard import RunCard
-from tests.tiny import QUESTIONS, TABLES, make_dataset
-
-
-def concert_database(db_dir):
-    """The tiny datasets' database as a real SQLite file, a few rows per table."""
-    path = db_dir / "concert_singer" / "concert_singer.sqlite"
-    path.parent.mkdir(parents=True)
-    conn = sqlite3.connect(path)
-    for table, columns in TABLES.items():
-        conn.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
-        rows = [tuple(i * 10 + j for j in range(len(columns))) for i in range(1, 4)]
-        conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})", rows)
-    conn.commit()
-    conn.close()
-    return db_dir
-
-
-def set_entry(data_dir, name, **changes):
-    registry_path = data_dir / "dataset_info.json"
-    registry = json.loads(registry_path.read_text())
-    registry[name].update(changes)
-    registry_path.write_text(json.dumps(registry))
-
-
-@pytest.fixture
-def grpo_data(tmp_path):
-    data = make_dataset(tmp_path / "data", count=8)
-    db_dir = concert_database(tmp_path / "databases")
-    registry = json.loads((data / "dataset_info.json").read_text())
-    set_entry(data, "tiny_train", sqltune={**registry["tiny_train"]["sqltune"], "db_dir": str(db_dir)})
-    return data
+from tests.tiny import QUESTIONS
 
 
 def train(model_dir, data_dir, out, *extra: str) -> int:

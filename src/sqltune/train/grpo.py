@@ -29,9 +29,9 @@ from sqltune.train.rewards import ExecutionReward
 from sqltune.train.stage import (
     SavesPolicyOnly,
     StageRun,
-    half_precision,
     last_logged,
     load_policy,
+    mixed_precision,
     reference_description,
     trl_config,
 )
@@ -80,8 +80,6 @@ def build(
 ) -> StageRun:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
-
-    from sqltune.models.adapters import compute_under_autocast, trainable_in_float32
 
     class TokenizedGRPOTrainer(SavesPolicyOnly, GRPOTrainer):
         """GRPOTrainer whose prompts are the ids sqltune built with the run's template (the dataset's
@@ -166,9 +164,7 @@ def build(
         peft_config=peft_config,
         prompt_ids=prompt_ids,
     )
-    trainable_in_float32(trainer.model)  # e.g. additional_target modules of a new adapter
-    if half_precision(training_args):
-        compute_under_autocast(trainer.model)
+    mixed_precision(trainer, training_args)
     settings = {
         "beta": config.beta,
         "loss_type": config.loss_type,

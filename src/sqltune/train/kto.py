@@ -40,9 +40,9 @@ from sqltune.train.data import Sample, fit_sample, prompt_settings, read_rows, r
 from sqltune.train.stage import (
     SavesPolicyOnly,
     StageRun,
-    half_precision,
     last_logged,
     load_policy,
+    mixed_precision,
     reference_description,
     trl_config,
 )
@@ -119,8 +119,6 @@ def build(
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    from sqltune.models.adapters import compute_under_autocast, trainable_in_float32
-
     class TokenizedKTOTrainer(SavesPolicyOnly, KTOTrainer):
         """KTOTrainer on answers sqltune tokenised itself (the run's template, like `predict`)."""
 
@@ -175,9 +173,7 @@ def build(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainable_in_float32(trainer.model)  # e.g. additional_target modules of a new adapter
-    if half_precision(training_args):
-        compute_under_autocast(trainer.model)
+    mixed_precision(trainer, training_args)
     settings = {
         "beta": config.beta,
         "loss_type": config.loss_type,

@@ -44,9 +44,9 @@ from sqltune.train.data import SHAREGPT_TAGS, prompt_settings, read_rows
 from sqltune.train.stage import (
     SavesPolicyOnly,
     StageRun,
-    half_precision,
     last_logged,
     load_policy,
+    mixed_precision,
     reference_description,
     trl_config,
 )
@@ -306,8 +306,6 @@ def build(
     template: Template,
     tokenizer,
 ) -> StageRun:
-    from sqltune.models.adapters import compute_under_autocast, trainable_in_float32
-
     stage = finetuning_args.stage
     if stage not in PAIRWISE_STAGES:
         raise ConfigError(f"stage={stage} is not a stage of sqltune.train.preference")
@@ -328,9 +326,7 @@ def build(
         if stage == "simpo":
             settings.update(loss_type="simpo", simpo_gamma=config.simpo_gamma, cpo_alpha=config.cpo_alpha)
     signal_keys = SIGNALS[stage] + (("nll_loss",) if getattr(config, "cpo_alpha", 0) else ())
-    trainable_in_float32(trainer.model)  # e.g. additional_target modules of a new adapter
-    if half_precision(training_args):
-        compute_under_autocast(trainer.model)
+    mixed_precision(trainer, training_args)
     return StageRun(
         trainer,
         len(columns["prompt_ids"]),

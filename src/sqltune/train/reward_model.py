@@ -33,7 +33,7 @@ from sqltune.errors import ConfigError
 from sqltune.models.encoding import IGNORE_INDEX, encode_example
 from sqltune.models.templates import Template
 from sqltune.runcard import RunCard
-from sqltune.train.stage import StageRun, half_precision, last_logged, trl_config
+from sqltune.train.stage import StageRun, half_precision, last_logged, mixed_precision, trl_config
 
 RM_SIGNALS = ("accuracy", "margin", "mean_reward", "min_reward", "max_reward")
 HEAD_NAMES = ("score", "classifier")  # what transformers calls the head of a sequence classifier
@@ -197,7 +197,6 @@ def build(
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from sqltune.models.adapters import compute_under_autocast, trainable_in_float32
     from sqltune.train.data import prompt_settings
     from sqltune.train.preference import read_encoded_pairs
 
@@ -227,9 +226,7 @@ def build(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainable_in_float32(trainer.model)  # the head and any additional_target modules
-    if half_precision(training_args):
-        compute_under_autocast(trainer.model)
+    mixed_precision(trainer, training_args)
     settings = {
         "head": f"{score_head(model)[0]} (one output)",
         "reward": "the head's output at the last token of prompt + answer",

@@ -96,6 +96,17 @@ def load_policy(
     return apply_finetuning(model, finetuning_args, model_args), None
 
 
+def mixed_precision(trainer, training_args) -> None:
+    """After a TRL trainer has wrapped the model (and applied a new LoRA adapter): trained weights
+    in float32 (a new adapter's additional_target modules, a reward model's head), and, in bf16/fp16,
+    every forward under autocast, where the half-precision frozen weights meet them."""
+    from sqltune.models.adapters import compute_under_autocast, trainable_in_float32
+
+    trainable_in_float32(trainer.model)
+    if half_precision(training_args):
+        compute_under_autocast(trainer.model)
+
+
 def trl_config(config_class: type, training_args, **stage_options: Any):
     """A TRL config (`DPOConfig`, `GRPOConfig`...) from sqltune's training options (module docstring);
     `stage_options` given as None keep TRL's defaults."""
