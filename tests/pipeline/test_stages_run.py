@@ -107,10 +107,36 @@ def test_a_reward_model_entry_scores_a_ppo_entry_and_is_not_asked(tiny_sizes, tm
     assert "| rm | - | - | 1 |" in (out / "report.md").read_text()
 
 
+def test_pt_on_the_training_databases_then_sft_again(tiny_sizes, tmp_path, capsys):  # noqa: F811
+    db = write_concert_db(tmp_path / "shop.sqlite")
+    out = tmp_path / "run"
+    stages = [
+        {"stage": "pt", "max_steps": 1, "logging_steps": 1},
+        {"stage": "sft", "name": "sft_after_pt", "from": "pt", "max_steps": 1},
+    ]
+    argv = [
+        "run",
+        recipe_with(tmp_path, stages),
+        f"db={db}",
+        f"output_dir={out}",
+        *tiny_sizes,
+        "before=false",
+    ]
+    assert cli(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["stages"]["pt"]["stage"] == "pt" and report["stages"]["sft_after_pt"]["stage"] == "sft"
+    assert report["stages"]["sft_after_pt"]["started_from"] == str((out / "stages" / "pt").resolve())
+    corpus = [json.loads(line) for line in (out / "data" / "pt_corpus.jsonl").read_text().splitlines()]
+    assert {row["kind"] for row in corpus} == {"schema", "questions"}
+    assert all(row["db_id"] == "shop" for row in corpus)  # the training database only
+    assert RunCard.load(out / "stages" / "pt").datasets == ["pt_corpus"]
+
+
 @pytest.mark.parametrize(
     "stages, message",
     [
-        ([{"stage": "sft"}], "stages[0].stage: 'sft' is not a later stage"),
+        ([{"stage": "rlhf"}], "stages[0].stage: unknown 'rlhf', choose one of pt, sft, rm,"),
+        ([{"stage": "sft"}], "stages[0].name: 'sft' is taken"),
         (["grpo", "grpo"], "stages[1].name: 'grpo' is taken"),
         ([{"stage": "dpo", "from": "grpo"}], "stages[0].from: 'grpo' is neither sft nor an earlier entry"),
         ([{"stage": "grpo", "learning_rat": 1}], "stages[0].learning_rat: not a key a stage entry takes"),
@@ -129,7 +155,7 @@ def test_bad_stage_entries_are_one_line_errors(stages, message):
 
 def test_stage_names_on_the_command_line(tiny_sizes, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "run"
-    argv = ["run", RECIPE, "db=missing.sqlite", f"output_dir={out}", *tiny_sizes, "stages=grpo,sft"]
+    argv = ["run", RECIPE, "db=missing.sqlite", f"output_dir={out}", *tiny_sizes, "stages=grpo,rlhf"]
     assert cli(argv) == 2
-    assert "stages[1].stage: 'sft' is not a later stage" in capsys.readouterr().err
+    assert "stages[1].stage: unknown 'rlhf'" in capsys.readouterr().err
     assert not out.exists()  # checked before any work

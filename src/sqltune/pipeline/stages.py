@@ -1,4 +1,4 @@
-"""`sqltune run` with `stages:`: later training stages after SFT, each scored on the same dev questions.
+"""`sqltune run` with `stages:`: more training stages after SFT, each scored on the same dev questions.
 
     stages:                       # in a recipe (configs/quickstart_rl.yaml)
       - stage: dpo                # execution pairs from the SFT model, then DPO from it
@@ -17,8 +17,9 @@ LoRA adapter (or, after freeze/full fine-tuning, training the saved model furthe
 keys of `sqltune train`: the entry's own, then the stage's STAGE_DEFAULTS (a DPO learning rate and
 step count are not SFT's), then the pipeline's options for everything else.
 
-Data: grpo and ppo train on the pipeline's training questions (the reward executes answers against
-their databases). dpo, kto, orpo, simpo and rm need pairs: unless the entry names a registered
+Data: sft, grpo and ppo train on the pipeline's training questions (the reward executes answers
+against their databases); pt on `sqltune data corpus` of the training databases (DDL, sample rows,
+the training questions with their SQL; never the held-out databases). dpo, kto, orpo, simpo and rm need pairs: unless the entry names a registered
 `dataset`, `sqltune data pairs` samples `pairs.num_candidates` answers per training question from the
 starting model, executes them and writes `data/<name>_pairs` (and `<name>_pairs_kto` for kto).
 
@@ -99,9 +100,8 @@ def plan_stages(entries: list | None, training_group: type) -> list[StagePlan]:
         if not isinstance(entry, dict) or "stage" not in entry:
             raise ConfigError(f"{where}: give a stage name, or a mapping with 'stage: <name>' and its keys")
         stage = str(entry["stage"])
-        if stage not in STAGES or stage in ("pt", "sft"):
-            later = ", ".join(s for s in STAGES if s not in ("pt", "sft"))
-            raise ConfigError(f"{where}.stage: '{stage}' is not a later stage; choose one of {later}")
+        if stage not in STAGES:
+            raise ConfigError(f"{where}.stage: unknown '{stage}', choose one of {', '.join(STAGES)}")
         name = str(entry.get("name", stage))
         if name in RESERVED or any(plan.name == name for plan in plans) or not name.isidentifier():
             raise ConfigError(
@@ -170,8 +170,10 @@ def stage_dataset(
     """The registered dataset an entry trains on, building execution pairs when it needs them."""
     if plan.dataset:
         return str(plan.dataset)
-    if plan.stage in PROMPT_STAGES:
+    if plan.stage in PROMPT_STAGES or plan.stage == "sft":
         return train_name
+    if plan.stage == "pt":
+        return training_corpus(plan, data_dir, train_name)
     from sqltune.data.pairs import build_pairs
 
     name = f"{plan.name}_pairs"
@@ -187,6 +189,27 @@ def stage_dataset(
     counts = build_pairs(args)
     print(f"{plan.name}: execution pairs from {start_dir}: {counts}", file=sys.stderr)
     return f"{name}_kto" if plan.stage == "kto" else name
+
+
+def training_corpus(plan: StagePlan, data_dir: Path, train_name: str) -> str:
+    """`sqltune data corpus` of the training questions' databases (never the held-out ones): their
+    DDL, sample rows, and the training questions with their SQL."""
+    from sqltune.args import CorpusArguments
+    from sqltune.data.corpus import run_corpus
+    from sqltune.data.records import load_dataset
+
+    train = load_dataset(data_dir, train_name)
+    name = f"{plan.name}_corpus"
+    run_corpus(
+        CorpusArguments(
+            db_dir=train.entry["sqltune"]["db_dir"],
+            databases=",".join(sorted({e.db_id for e in train.examples})),
+            questions=str(data_dir / train.entry["sqltune"]["examples"]),
+            output_dir=str(data_dir),
+            dataset_name=name,
+        )
+    )
+    return name
 
 
 def train_stage(
