@@ -5,6 +5,7 @@ The tiny model stands in for the recipe's model and everything is cut to a step 
 checked is what the recipe needs before it can train, not the training itself.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,34 @@ NEEDS = {
 }
 
 
+# a recipe's later stages, cut to a step each; the tiny tokenizer (320 tokens) needs longer sequences
+TINY_STAGE = {"max_steps": 1, "per_device_train_batch_size": 2, "logging_steps": 1}
+TINY_STAGE_KEYS = {
+    "grpo": {"num_generations": 2, "max_completion_length": 4},
+    "ppo": {"max_completion_length": 4, "ppo_epochs": 1},
+}
+
+
+def tiny_stages(recipe: Path, folder: Path) -> Path:
+    """The recipe with its `stages` cut to a step each (same stages, same order, same data)."""
+    import yaml
+
+    config = load_yaml(recipe)
+    for entry in config["stages"]:
+        entry.update(TINY_STAGE, **TINY_STAGE_KEYS.get(entry["stage"], {}))
+        if "pairs" in entry:
+            entry["pairs"].update(num_candidates=2, max_new_tokens=4, limit=4)
+    copy = folder / recipe.name
+    copy.write_text(yaml.safe_dump(config))
+    return copy
+
+
 def newcomer_command(recipe: Path, model: Path) -> list[str]:
     """The recipe's command with the tiny model and tiny sizes; outputs go to the working folder."""
     command = "run" if "source" in load_yaml(recipe) else "train"
     tiny = TINY_TRAINING + (TINY_RUN if command == "run" else [])
+    if load_yaml(recipe).get("stages"):
+        recipe, tiny = tiny_stages(recipe, Path.cwd()), [*tiny, "cutoff_len=2048"]
     return [command, str(recipe), f"model_name_or_path={model}", "output_dir=out", *tiny]
 
 
@@ -54,6 +79,10 @@ def test_a_recipe_runs_or_says_what_it_needs_first(recipe, tiny_model_dir, tmp_p
         assert (tmp_path / "out" / "sqltune_run.json").is_file()
         dataset = load_yaml(recipe).get("dataset")  # a train recipe's dataset, built when missing
         assert not dataset or f"dataset '{dataset}' is not registered in data: building it" in said
+        stages = [entry["stage"] for entry in load_yaml(recipe).get("stages", [])]
+        if stages:  # every later stage trained and scored
+            report = json.loads((tmp_path / "out" / "report.json").read_text())
+            assert [entry["stage"] for entry in report["stages"].values()] == stages
 
 
 def cuda_available() -> bool:

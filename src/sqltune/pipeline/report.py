@@ -147,7 +147,7 @@ def markdown(report: dict) -> str:
         f"| {label} | {_fmt(entry['ex'])} | {_fmt(entry['em'])} | {entry['n']} |" for label, entry in models
     ]
     if "before" in report:
-        lines.append(f"| gain (fine-tuning) | {_gain(report, 'ex')} | {_gain(report, 'em')} | |")
+        lines.append(f"| gain | {_gain(report, 'ex')} | {_gain(report, 'em')} | |")
     lines += stage_lines(report)
     lines += [
         "",
