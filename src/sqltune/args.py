@@ -444,6 +444,13 @@ class FinetuningArguments:
         default=2.0,
         metadata=_help("grpo, ppo: seconds a completion's SQL may run before it scores as failed"),
     )
+    reward_weights: str = field(
+        default="1,2,3",
+        metadata=_help(
+            "grpo, ppo: the execution reward's weights for format, executes, result match "
+            "(+w met, -w not; default SQL-R1's 1,2,3)"
+        ),
+    )
     # ppo: LLaMA-Factory's keys where it has them (reward_model, ppo_*), else TRL's PPOConfig names
     reward_model: str | None = field(
         default=None,
@@ -479,6 +486,22 @@ class FinetuningArguments:
         default=None, metadata=_help("kto: loss weight of undesirable answers (TRL default 1.0)")
     )
 
+    def execution_reward_weights(self):
+        """`reward_weights` as the execution reward's RewardWeights (format, executes, match)."""
+        from sqltune.errors import ConfigError
+        from sqltune.train.rewards import RewardWeights
+
+        try:
+            values = [float(part) for part in str(self.reward_weights).split(",")]
+        except ValueError:
+            values = []
+        if len(values) != 3 or any(not 0 <= value < float("inf") for value in values):
+            raise ConfigError(
+                f"reward_weights: give three weights >= 0 for format, executes, match (e.g. 1,2,3), "
+                f"not {self.reward_weights!r}"
+            )
+        return RewardWeights(*values)
+
     @property
     def lora_targets(self) -> list[str]:
         return _names(self.lora_target)
@@ -511,6 +534,7 @@ class FinetuningArguments:
             raise ConfigError("max_completion_length: must be >= 1")
         if self.reward_timeout <= 0:
             raise ConfigError("reward_timeout: must be > 0 seconds")
+        self.execution_reward_weights()  # checked here, used by the stages that execute answers
         if self.ppo_epochs < 1 or self.ppo_buffer_size < 1:
             raise ConfigError("ppo_epochs and ppo_buffer_size: must be >= 1")
         if self.cliprange <= 0 or self.vf_coef < 0 or self.kl_coef < 0:

@@ -49,6 +49,24 @@ def test_every_outcome_has_its_reward(db_dir):
     assert dict(reward.outcomes) == {"no_query": 2, "fails": 1, "wrong_result": 1, "match": 1}
 
 
+def test_reward_weights_key_sets_the_ladder(db_dir):
+    """`reward_weights=format,executes,match`: e.g. correctness first (a query that merely runs earns
+    little more than one that fails), as Arctic-Text2SQL-R1 rewards."""
+    from sqltune.args import FinetuningArguments
+    from sqltune.errors import ConfigError
+
+    weights = FinetuningArguments(reward_weights="0.5,0.5,3").execution_reward_weights()
+    assert weights == RewardWeights(format=0.5, executes=0.5, match=3.0)
+    reward = ExecutionReward(db_dir, timeout=0.2, weights=weights)
+    correct = "SELECT name FROM singer WHERE country = 'France' ORDER BY age"
+    wrong, error = "SELECT name FROM singer ORDER BY age", "SELECT nme FROM singer"
+    assert score(reward, correct, wrong, error, "") == [4.0, -2.0, -3.0, -4.0]
+    assert FinetuningArguments().execution_reward_weights() == RewardWeights()  # SQL-R1's 1, 2, 3
+    for bad in ("1,2", "1,x,3", "1,-2,3", "nan,1,1"):
+        with pytest.raises(ConfigError, match="reward_weights: give three weights"):
+            FinetuningArguments(reward_weights=bad)
+
+
 def test_evaluator_rules_decide_the_match(db_dir):
     reward = ExecutionReward(db_dir)
     gold = "SELECT name, age FROM singer WHERE country = 'France'"

@@ -117,7 +117,9 @@ def build(
     rows: dict[str, list] = {"prompt": [], "db_id": [], "gold_sql": []}
     prompt_ids: dict[str, list[int]] = {}
     data_stats = {}
-    reward = ExecutionReward(db_dir, timeout=finetuning_args.reward_timeout)
+    reward = ExecutionReward(
+        db_dir, timeout=finetuning_args.reward_timeout, weights=finetuning_args.execution_reward_weights()
+    )
     missing: set[str] = set()
     for name in names:
         samples = read_samples(data_args.dataset_dir, name, data_args.max_samples)

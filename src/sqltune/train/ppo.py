@@ -598,7 +598,11 @@ def build(
             f"ppo_buffer_size = {rollout_size} questions, the data has {len(questions.prompts)}"
         )
     if execution:
-        reward = ExecutionReward(db_dir, timeout=finetuning_args.reward_timeout)
+        reward = ExecutionReward(
+            db_dir,
+            timeout=finetuning_args.reward_timeout,
+            weights=finetuning_args.execution_reward_weights(),
+        )
         for db_id in sorted(set(questions.db_ids)):
             reward.database(db_id)  # every database is there before the first step, or a one-line error
         scorer = ExecutionScorer(reward, tokenizer, questions.db_ids, questions.gold_sql)
