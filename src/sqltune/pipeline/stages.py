@@ -62,6 +62,8 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
         "num_generations": 8,
         "per_device_train_batch_size": 16,
         "max_completion_length": 64,
+        # correctness first: 0.40 EX on the demo data against 0.31 with SQL-R1's 1,2,3
+        "reward_weights": "0.3,0.3,3",
     },
     "ppo": {"learning_rate": 5e-5, "max_steps": 20, "max_completion_length": 64},
 }
