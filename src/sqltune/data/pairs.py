@@ -41,7 +41,7 @@ from pathlib import Path
 
 from sqltune.args import ModelArguments, PairsArguments, PromptArguments
 from sqltune.config import format_help, parse_args
-from sqltune.data.records import dataset_entry, dataset_files, register
+from sqltune.data.records import dataset_entry, dataset_files, register, registered_db_dir
 from sqltune.errors import ConfigError, DataError, SqltuneWarning
 from sqltune.files import (
     check_output,
@@ -76,15 +76,10 @@ COUNTS = (
 
 def database_folder(entry: dict, name: str) -> Path:
     """The folder of `<db_id>/<db_id>.sqlite` the dataset was built from (its registered db_dir)."""
-    folder = entry.get("sqltune", {}).get("db_dir") or entry.get("db_dir")
-    if not folder:
-        raise ConfigError(
-            f"sqltune data pairs executes answers: dataset '{name}' records no db_dir (the folder of "
-            "<db_id>/<db_id>.sqlite); build it with sqltune data ... db_dir=..."
-        )
-    if not Path(folder).is_dir():
+    folder = registered_db_dir(entry, name, "sqltune data pairs")
+    if not folder.is_dir():
         raise DataError(f"dataset '{name}': its database folder {folder} does not exist")
-    return Path(folder)
+    return folder
 
 
 def sampling_settings(args: PairsArguments) -> dict:

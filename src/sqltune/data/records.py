@@ -167,6 +167,20 @@ def dataset_entry(dataset_dir: str | Path, name: str) -> dict:
     return registry[name]
 
 
+def registered_db_dir(entry: dict, name: str, needed_by: str) -> Path:
+    """The folder of `<db_id>/<db_id>.sqlite` a registered dataset was built from (its `db_dir`),
+    for a command that executes SQL on its questions' databases (`needed_by` names it)."""
+    from sqltune.errors import ConfigError
+
+    folder = entry.get("sqltune", {}).get("db_dir") or entry.get("db_dir")
+    if not folder:
+        raise ConfigError(
+            f"{needed_by} executes answers: dataset '{name}' records no db_dir (the folder of "
+            "<db_id>/<db_id>.sqlite); build it with sqltune data ... db_dir=..."
+        )
+    return Path(folder)
+
+
 @dataclass
 class Dataset:
     """A registered dataset read back: records, their examples, schemas and the registry entry."""

@@ -42,8 +42,8 @@ from sqltune.config import coerce, field_map, field_type
 from sqltune.errors import ConfigError
 from sqltune.runcard import RUN_CARD, RunCard
 
-PAIR_STAGES = ("dpo", "kto", "orpo", "simpo", "rm")
-PROMPT_STAGES = ("grpo", "ppo")
+# stages that train on the recipe's own training questions; the pair stages get execution pairs
+QUESTION_STAGES = ("sft", "grpo", "ppo")
 RESERVED = ("before", "after", "sft")
 
 # what an entry trains with when neither it nor the pipeline's own options say otherwise:
@@ -172,7 +172,7 @@ def stage_dataset(
     """The registered dataset an entry trains on, building execution pairs when it needs them."""
     if plan.dataset:
         return str(plan.dataset)
-    if plan.stage in PROMPT_STAGES or plan.stage == "sft":
+    if plan.stage in QUESTION_STAGES:
         return train_name
     if plan.stage == "pt":
         return training_corpus(plan, data_dir, train_name)

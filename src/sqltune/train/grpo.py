@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from sqltune.args import DataArguments, FinetuningArguments, ModelArguments
-from sqltune.data.records import dataset_entry
+from sqltune.data.records import dataset_entry, registered_db_dir
 from sqltune.errors import ConfigError, DataError
 from sqltune.models.encoding import encode_prompt
 from sqltune.models.templates import Template
@@ -44,16 +44,10 @@ GRPO_SIGNALS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completio
 def database_folder(dataset_dir: str | Path, names: list[str], stage: str = "grpo") -> Path:
     """The one folder of `<db_id>/<db_id>.sqlite` databases the datasets were built from (`stage`
     names the stage that executes answers, in the error messages)."""
-    folders = set()
-    for name in names:
-        entry = dataset_entry(dataset_dir, name)
-        folder = entry.get("sqltune", {}).get("db_dir") or entry.get("db_dir")
-        if not folder:
-            raise ConfigError(
-                f"stage={stage} executes answers: dataset '{name}' records no db_dir (the folder of "
-                "<db_id>/<db_id>.sqlite); build it with sqltune data ... db_dir=..."
-            )
-        folders.add(str(Path(folder).resolve()))
+    folders = {
+        str(registered_db_dir(dataset_entry(dataset_dir, name), name, f"stage={stage}").resolve())
+        for name in names
+    }
     if len(folders) > 1:
         raise ConfigError(
             f"stage={stage}: the datasets use different database folders ({', '.join(sorted(folders))})"
