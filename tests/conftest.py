@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.servers"]  # the PostgreSQL and MariaDB server fixtures
+
 SHARED = Path(os.environ.get("SQLTUNE_SHARED", ROOT.parent / "shared"))
 
 

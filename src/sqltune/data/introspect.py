@@ -7,12 +7,12 @@ other database is read through SQLAlchemy's inspector from its URL (`schema_from
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from sqltune.data.schema import Column, ForeignKey, Schema, Table, natural_name
 from sqltune.db import connect_readonly
+from sqltune.db.urls import hide_password, is_url, with_driver  # noqa: F401  (is_url: re-exported)
 from sqltune.errors import DataError
 
 
@@ -75,16 +75,6 @@ def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
     return Schema(db_id=db_id or path.stem, tables=tables, foreign_keys=foreign_keys, db_path=str(path))
 
 
-def is_url(text: str) -> bool:
-    """Whether `db=` names a SQLAlchemy URL (`dialect[+driver]://...`) rather than a file."""
-    return "://" in text
-
-
-def hide_password(url: str) -> str:
-    """The URL as it may be shown in messages and saved in the registry: 'user:***@host'."""
-    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
-
-
 def schema_from_url(url: str, db_id: str | None = None, values: int = 3) -> Schema:
     """Introspect any database SQLAlchemy can reach: tables, column types, primary and foreign keys,
     and up to `values` distinct sample values per column.
@@ -107,7 +97,7 @@ def schema_from_url(url: str, db_id: str | None = None, values: int = 3) -> Sche
             raise DataError(f"cannot read database URL '{shown}': database not found: {path}")
         return attach_samples(schema_from_sqlite(path, db_id), values=values)
     try:
-        engine = sa.create_engine(parsed)
+        engine = sa.create_engine(with_driver(url))
         try:
             with engine.connect() as conn:
                 name = Path(parsed.database).stem if parsed.database else parsed.get_backend_name()

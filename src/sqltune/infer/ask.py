@@ -14,10 +14,10 @@ executed read-only with a timeout and a row limit. The SQL goes to stdout first,
 table. The exit status is 0 when the query ran, 1 when the model's answer was not SQL (said in one
 line) or its SQL failed.
 
-A SQLite file (or `sqlite:///` URL) is opened read-only by `sqltune.db`. Any other SQLAlchemy URL
-is introspected by `sqltune.data.introspect.schema_from_url`, and the SQL runs only if sqlglot
-parses it as a single query, inside a transaction that is rolled back (declared read-only, with a
-statement timeout, on PostgreSQL and MySQL).
+A SQLite file (or `sqlite:///` URL) is opened read-only by `sqltune.db`. A PostgreSQL or
+MySQL/MariaDB URL is introspected by `sqltune.data.introspect.schema_from_url`, and the SQL runs
+through `sqltune.db.server`: one query, in a read-only transaction with a server-side time limit
+and row cap, rolled back.
 """
 
 from __future__ import annotations
@@ -78,46 +78,6 @@ def choose_run(args: AskArguments) -> None:
     print(f"using the fine-tuned run {args.run_dir} (run_dir=... chooses another)", file=sys.stderr)
 
 
-def execute_url(url: str, sql: str, timeout: float, max_rows: int) -> QueryResult:
-    """Run one query through SQLAlchemy without changing anything (see the module docstring)."""
-    import time
-
-    import sqlalchemy as sa
-    import sqlglot
-
-    engine = sa.create_engine(url)
-    backend = engine.dialect.name
-    try:
-        statements = sqlglot.parse(
-            sql, read={"postgresql": "postgres", "mssql": "tsql"}.get(backend, backend)
-        )
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError) as err:
-        return QueryResult(error=f"not valid SQL: {str(err).splitlines()[0]}")
-    if len(statements) != 1 or not isinstance(statements[0], sqlglot.exp.Query):
-        return QueryResult(error="only a single read-only query is run")
-    began = time.perf_counter()
-    try:
-        with engine.connect() as conn, conn.begin() as transaction:
-            if backend == "postgresql":
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout * 1000)}")
-            elif backend == "mysql":
-                conn.exec_driver_sql(f"SET SESSION MAX_EXECUTION_TIME = {int(timeout * 1000)}")
-            cursor = conn.execute(sa.text(sql))
-            rows = [tuple(row) for row in cursor.fetchmany(max_rows + 1)]
-            result = QueryResult(rows[:max_rows], list(cursor.keys()))
-            if len(rows) > max_rows:
-                result.error = "too many rows"
-            transaction.rollback()
-    except sa.exc.SQLAlchemyError as err:
-        cause = getattr(err, "orig", None) or err
-        return QueryResult(error=f"{type(cause).__name__}: {str(cause).splitlines()[0]}")
-    finally:
-        engine.dispose()
-    result.seconds = time.perf_counter() - began
-    return result
-
-
 def ask(
     args: AskArguments, settings: GeneratingArguments, model_args: ModelArguments, prompt: PromptArguments
 ) -> Reply:
@@ -140,10 +100,9 @@ def ask(
     ((_, reply),) = next(answer(engine, [fitted.prompt_ids], settings, [schema.db_path]))
     if not QUERY_START.match(reply.sql):
         result = QueryResult(error=NOT_SQL)
-    elif schema.db_path:
-        result = execute(schema.db_path, reply.sql, timeout=args.timeout, max_rows=args.max_rows)
     else:
-        result = execute_url(args.db, reply.sql, args.timeout, args.max_rows)
+        target = schema.db_path or args.db
+        result = execute(target, reply.sql, timeout=args.timeout, max_rows=args.max_rows)
     return Reply(reply.sql, reply.raw, result)
 
 

@@ -1,4 +1,4 @@
-"""Running SQL safely against a SQLite database: read-only, time-limited, row-limited.
+"""Running SQL safely against a SQLite file: read-only, time-limited, row-limited.
 
 Used wherever sqltune executes SQL it did not write itself (evaluation, synthesis checks,
 execution-guided decoding, `sqltune ask`). The database is opened with the URI flag `mode=ro`, an
