@@ -109,3 +109,25 @@ def execute(
         return run_query(conn, sql, timeout, max_rows)
     finally:
         conn.close()
+
+
+class SqliteDatabase:
+    """A SQLite file held open read-only: the same `run`/`close` shape as `server.ServerDatabase`,
+    so callers that run many queries need not care which kind of database they hold."""
+
+    def __init__(self, path: str | Path, decode_errors: str = "replace"):
+        self.path = Path(path)
+        self.backend = self.dialect = "sqlite"
+        self.conn = connect_readonly(self.path, decode_errors=decode_errors)
+
+    def __enter__(self) -> SqliteDatabase:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def run(self, sql: str, timeout: float | None = 30.0, max_rows: int | None = None) -> QueryResult:
+        return run_query(self.conn, sql, timeout, max_rows)
+
+    def close(self) -> None:
+        self.conn.close()
