@@ -73,7 +73,9 @@ def postgres_url() -> Iterator[str]:
         _wait_for(port, 30, log)
         yield f"postgresql://postgres@127.0.0.1:{port}/"
     finally:
-        subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
+        subprocess.run(
+            _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -92,9 +94,17 @@ def mariadb_url() -> Iterator[str]:
         capture_output=True,
     )
     process = subprocess.Popen(
-        [server, *user, f"--datadir={data}", f"--port={port}", "--bind-address=127.0.0.1",
-         f"--socket={folder / 'sock'}", "--skip-log-bin", "--innodb-flush-log-at-trx-commit=0",
-         f"--log-error={log}"],
+        [
+            server,
+            *user,
+            f"--datadir={data}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={folder / 'sock'}",
+            "--skip-log-bin",
+            "--innodb-flush-log-at-trx-commit=0",
+            f"--log-error={log}",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -124,7 +124,11 @@ def test_a_cartesian_runaway_is_capped_and_stopped(shop):
 
 def test_the_connection_is_reused_after_every_failure(shop):
     with ServerDatabase(shop) as database:
-        for sql in ("SELECT nope FROM singer", "DROP TABLE singer", "SELECT COUNT(*) FROM big a, big b, big c, big d"):
+        for sql in (
+            "SELECT nope FROM singer",
+            "DROP TABLE singer",
+            "SELECT COUNT(*) FROM big a, big b, big c, big d",
+        ):
             database.run(sql, timeout=0.5)
         assert database.run("SELECT COUNT(*) FROM singer").rows == [(3,)]
 
