@@ -98,3 +98,25 @@ def test_sqlite_urls_are_read_only_and_limited(tmp_path):
     ]:
         assert message in execute(url, sql, timeout=5, max_rows=5).error, sql
     assert execute(url, "SELECT count(*) FROM singer", timeout=5, max_rows=5).rows == [(3,)]
+
+
+def test_ask_on_a_server_introspects_runs_read_only_and_hides_the_password(server_url, tiny_run, capsys):
+    from tests.servers import create_database
+
+    url = create_database(
+        server_url,
+        "concert",
+        [
+            "CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name VARCHAR(20), age INTEGER)",
+            "INSERT INTO singer VALUES (1, 'Joe', 52), (2, 'Li', 29), (3, 'Ann', 41)",
+        ],
+    )
+    scheme, rest = url.split("://")
+    with_password = f"{scheme}://{rest.split('@')[0]}:pw-never-shown@{rest.split('@')[1]}"
+    if scheme.startswith("mysql"):  # MariaDB checks the password: the test server's root has none
+        with_password = url
+    status = cli(["ask", "--db", with_password, f"run_dir={tiny_run}", QUESTION, "max_new_tokens=8"])
+    out, err = capsys.readouterr()
+    assert status == 1 and ("the model's answer is not SQL" in err or "the query failed" in err)
+    assert "pw-never-shown" not in out + err
+    assert execute(url, "SELECT COUNT(*) FROM singer").rows == [(3,)]

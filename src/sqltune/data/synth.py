@@ -1,20 +1,22 @@
 """`sqltune data synth`: question/SQL pairs for any SQLite database, without a model or an API.
 
     sqltune data synth db=shop.sqlite output=data/shop_pairs.jsonl per_db=200 seed=42
+    sqltune data synth db=postgresql://reader:pw@127.0.0.1/shop output=data/shop_pairs.jsonl
 
 The synthesizer profiles the database (`synth_profile`: what each table and column is, in words,
 and which values it holds), then draws from question templates (`synth_templates`: projections,
 filters, counts, aggregates, GROUP BY and HAVING, ORDER BY and LIMIT, joins along foreign keys,
 nested queries) with real values from the data. Every SQL is executed read-only and kept only
 when it runs and returns a non-empty, non-zero answer; duplicates (same SQL or same question) are
-dropped. The same database and seed always give the same pairs. The output feeds
+dropped. The same database and seed always give the same pairs. On a server (a PostgreSQL or
+MySQL URL) the templates' SQL is written in the server's dialect (sqlglot) and checked there,
+through `sqltune.db`'s read-only transaction. The output feeds
 `sqltune data source=sqlite questions=...` (one database) or `source=jsonl` (a folder).
 """
 
 from __future__ import annotations
 
 import random
-import sqlite3
 import sys
 import time
 from collections import Counter
@@ -23,10 +25,10 @@ from pathlib import Path
 
 from sqltune.args import SynthArguments
 from sqltune.config import format_help, parse_args
-from sqltune.data.introspect import schema_from_sqlite
+from sqltune.data.introspect import schema_from_sqlite, schema_from_url
 from sqltune.data.schema import find_db_file
 from sqltune.data.synth_joins import join_columns, join_filter, join_group, nested
-from sqltune.data.synth_profile import DatabaseProfile, profile_database
+from sqltune.data.synth_profile import DatabaseProfile, in_dialect, profile_database
 from sqltune.data.synth_templates import (
     Pair,
     above_average,
@@ -43,7 +45,7 @@ from sqltune.data.synth_templates import (
     superlative,
     two_conditions,
 )
-from sqltune.db import connect_readonly, run_query
+from sqltune.db import is_url, open_database
 from sqltune.errors import ConfigError, DataError
 from sqltune.files import check_output, write_jsonl
 
@@ -75,9 +77,13 @@ TEMPLATES: list[tuple[Template, float]] = [
 ]
 
 
-def find_databases(path: str | Path) -> list[tuple[str, Path]]:
+def find_databases(path: str | Path) -> list[tuple[str, Path | str]]:
     """(db_id, file) for a SQLite file, or for every database in a folder, either Spider's layout
-    `<db>/<db>.sqlite` or files directly inside it."""
+    `<db>/<db>.sqlite` or files directly inside it; (db_id, URL) for a server database."""
+    if is_url(str(path)):
+        import sqlalchemy as sa
+
+        return [(sa.engine.make_url(str(path)).database or "database", str(path))]
     path = Path(path)
     if path.is_file():
         return [(path.stem, path)]
@@ -96,23 +102,25 @@ def find_databases(path: str | Path) -> list[tuple[str, Path]]:
     return found
 
 
-def answers(conn: sqlite3.Connection, sql: str) -> bool:
+def answers(database, sql: str) -> bool:
     """Whether `sql` runs and returns at least one value that is not NULL, zero or empty."""
-    result = run_query(conn, sql, timeout=QUERY_TIMEOUT, max_rows=MAX_ROWS)
+    result = database.run(sql, timeout=QUERY_TIMEOUT, max_rows=MAX_ROWS)
     if result.error not in (None, "too many rows"):
         return False
     return any(value not in (None, 0, "") for row in result.rows for value in row)
 
 
-def synthesize(db_path: str | Path, count: int, seed: int = 42, db_id: str | None = None) -> list[dict]:
-    """Up to `count` checked question/SQL pairs for one SQLite database (fewer when it is small)."""
-    schema = schema_from_sqlite(db_path, db_id)
-    conn = connect_readonly(db_path)
+def synthesize(target: str | Path, count: int, seed: int = 42, db_id: str | None = None) -> list[dict]:
+    """Up to `count` checked question/SQL pairs for one database, a SQLite file or a server URL
+    (fewer when it is small)."""
+    on_server = is_url(str(target))
+    schema = schema_from_url(str(target), db_id, values=0) if on_server else schema_from_sqlite(target, db_id)
+    database = open_database(target)
     try:
         try:
-            profile = profile_database(schema, conn)
-        except sqlite3.DatabaseError as err:  # a corrupt file whose schema still reads
-            raise DataError(f"{db_path}: cannot read the database's rows ({err})") from None
+            profile = profile_database(schema, database)
+        except DataError as err:  # e.g. a corrupt file whose schema still reads
+            raise DataError(f"{database_name(target)}: {err}") from None
         if not profile.tables:
             return []
         rng = random.Random(f"{seed}:{schema.db_id}")
@@ -127,29 +135,37 @@ def synthesize(db_path: str | Path, count: int, seed: int = 42, db_id: str | Non
             if pair is None or pair.sql in tried or pair.question.lower() in questions:
                 continue
             tried.add(pair.sql)
-            if not answers(conn, pair.sql):
+            sql = in_dialect(pair.sql, database.dialect)
+            if not answers(database, sql):
                 continue
             questions.add(pair.question.lower())
             pairs.append(
                 {
                     "db_id": schema.db_id,
                     "question": pair.question,
-                    "sql": pair.sql,
+                    "sql": sql,
                     "kind": pair.kind,
                     "difficulty": pair.difficulty,
                 }
             )
     finally:
-        conn.close()
+        database.close()
     return pairs
+
+
+def database_name(target: str | Path) -> str:
+    """How a database is named in messages: its path, or its URL without the password."""
+    from sqltune.db.urls import hide_password
+
+    return hide_password(str(target))
 
 
 def run_synth(args: SynthArguments) -> dict:
     if not args.db:
-        raise ConfigError("synth needs db=<SQLite file or folder of databases>")
+        raise ConfigError("synth needs db=<SQLite file, folder of databases, or server URL>")
     if args.per_db < 1:
         raise ConfigError("per_db: must be >= 1")
-    check_output(args.output, (args.db,), "output")
+    check_output(args.output, () if is_url(args.db) else (args.db,), "output")
     start = time.perf_counter()
     databases = find_databases(args.db)
     from tqdm import tqdm
@@ -161,7 +177,9 @@ def run_synth(args: SynthArguments) -> dict:
         per_db[db_id] = len(found)
         pairs += found
     if not pairs:  # never replace a pairs file with an empty one
-        raise DataError(f"{args.db}: no question/SQL pairs could be synthesized (no rows?); nothing written")
+        raise DataError(
+            f"{database_name(args.db)}: no question/SQL pairs could be synthesized (no rows?); nothing written"
+        )
     write_jsonl(args.output, pairs)
     summary = {
         "output": str(args.output),

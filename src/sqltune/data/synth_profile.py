@@ -10,11 +10,13 @@ column that names its rows (`name`, `title`, ...), used whenever a question asks
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import re
-import sqlite3
 from dataclasses import dataclass, field
 
 from sqltune.data.schema import Schema, natural_name
+from sqltune.errors import DataError
 
 SAMPLE_ROWS = 2000  # rows read per column to classify it
 MAX_VALUE_CHARS = 40
@@ -142,8 +144,34 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def profile_database(schema: Schema, conn: sqlite3.Connection) -> DatabaseProfile:
-    """Describe every table of `schema` from the values in `conn` (a read-only connection)."""
+def plain(value: object) -> object:
+    """A server's value as SQLite would hold it: decimals as numbers, dates as ISO text."""
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value.isoformat()
+    return value
+
+
+def _rows(database, sql: str) -> list[tuple]:
+    """Rows of a trusted profiling query written in SQLite's dialect, on any database."""
+    result = database.run(in_dialect(sql, database.dialect), timeout=60.0)
+    if not result.ok:
+        raise DataError(f"cannot read the database's rows ({result.error})")
+    return [tuple(plain(v) for v in row) for row in result.rows]
+
+
+def in_dialect(sql: str, dialect: str) -> str:
+    """SQL written for SQLite, as the server's dialect writes it (quoting, LIMIT...)."""
+    if dialect == "sqlite":
+        return sql
+    import sqlglot
+
+    return sqlglot.transpile(sql, read="sqlite", write=dialect)[0]
+
+
+def profile_database(schema: Schema, database) -> DatabaseProfile:
+    """Describe every table of `schema` from its values in `database` (`sqltune.db.open_database`)."""
     key_columns: dict[str, set[str]] = {t.name: set() for t in schema.tables}
     for table in schema.tables:
         for key in table.primary_keys:
@@ -153,14 +181,15 @@ def profile_database(schema: Schema, conn: sqlite3.Connection) -> DatabaseProfil
         key_columns.setdefault(fk.ref_table, set()).add(fk.ref_column.lower())
     tables = []
     for table in schema.tables:
-        rows = conn.execute(f"SELECT count(*) FROM {_quote(table.name)}").fetchone()[0]
+        rows = _rows(database, f"SELECT count(*) FROM {_quote(table.name)}")[0][0]
         columns = []
         for column in table.columns:
             values = [
                 r[0]
-                for r in conn.execute(
+                for r in _rows(
+                    database,
                     f"SELECT {_quote(column.name)} FROM {_quote(table.name)} "
-                    f"WHERE {_quote(column.name)} IS NOT NULL LIMIT {SAMPLE_ROWS}"
+                    f"WHERE {_quote(column.name)} IS NOT NULL LIMIT {SAMPLE_ROWS}",
                 )
             ]
             kind = classify(column.name, key_columns.get(table.name, set()), values)
