@@ -3,11 +3,13 @@ ports, in temporary folders, and stopped at the end.
 
 A server whose binaries are missing makes its tests skip with the reason (`.ci/run` installs both,
 so CI always runs them). PostgreSQL refuses to run as root, so as root the cluster belongs to the
-`postgres` user (`runuser`); MariaDB runs as the current user.
+`postgres` user (`runuser`); MariaDB runs as the current user. Bench scripts start the same servers
+with the context managers `postgres_server()` and `mariadb_server()`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -43,16 +45,42 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+class ServerMissing(Exception):
+    """A server's binaries are not installed (the message says which)."""
+
+
+def _serve(server) -> Iterator[str]:
+    """A fixture's body: the server's URL while the session lasts, or a skip saying what is missing."""
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(server())
+        except ServerMissing as err:
+            pytest.skip(str(err))
+        yield url
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """`postgresql://postgres@127.0.0.1:PORT/` of a fresh cluster (trust auth, fsync off)."""
+    yield from _serve(postgres_server)
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """`mysql://root@127.0.0.1:PORT/` of a fresh MariaDB (root without a password)."""
+    yield from _serve(mariadb_server)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A fresh PostgreSQL cluster in a temporary folder, stopped and removed on exit."""
     initdb = next((Path(b) / "initdb" for b in reversed(PG_BINARIES) if (Path(b) / "initdb").exists()), None)
     if initdb is None and shutil.which("initdb"):
         initdb = Path(shutil.which("initdb"))
     if initdb is None:
-        pytest.skip("PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin)")
+        raise ServerMissing("PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin)")
     if os.geteuid() == 0 and not shutil.which("runuser"):
-        pytest.skip("PostgreSQL refuses to run as root and runuser is missing")
+        raise ServerMissing("PostgreSQL refuses to run as root and runuser is missing")
     folder = Path(tempfile.mkdtemp(prefix="sqltune-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
@@ -79,12 +107,12 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def mariadb_url() -> Iterator[str]:
-    """`mysql://root@127.0.0.1:PORT/` of a fresh MariaDB (root without a password)."""
+@contextlib.contextmanager
+def mariadb_server() -> Iterator[str]:
+    """A fresh MariaDB in a temporary folder, stopped and removed on exit."""
     server, install = shutil.which("mariadbd") or "/usr/sbin/mariadbd", shutil.which("mariadb-install-db")
     if not Path(server).exists() or install is None:
-        pytest.skip("MariaDB is not installed (apt-get install mariadb-server)")
+        raise ServerMissing("MariaDB is not installed (apt-get install mariadb-server)")
     folder = Path(tempfile.mkdtemp(prefix="sqltune-mariadb-"))
     data, log, port = folder / "data", folder / "server.log", free_port()
     user = ["--user=root"] if os.geteuid() == 0 else []

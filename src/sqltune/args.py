@@ -15,6 +15,7 @@ def _help(text: str) -> dict:
 
 
 PROMPT_FORMATS = ("dbgpt", "ddl", "compact")
+DIALECTS = ("sqlite", "postgres", "mysql")
 SOURCES = ("spider", "bird", "sparc", "cosql", "chase", "wikisql", "sqlite", "jsonl", "demo", "synth")
 
 
@@ -25,6 +26,13 @@ class PromptArguments:
     prompt_format: str = field(
         default="dbgpt",
         metadata=_help("dbgpt (DB-GPT-Hub sentences), ddl (CREATE TABLE) or compact (a line per table)"),
+    )
+    dialect: str = field(
+        default="sqlite",
+        metadata=_help(
+            "SQL dialect the prompt names and the gold SQL is written in: sqlite, postgres or mysql "
+            "(data: gold SQL transpiled from SQLite and checked on db_url)"
+        ),
     )
     include_types: bool = field(default=True, metadata=_help("ddl, compact: write column types"))
     include_foreign_keys: bool = field(default=True, metadata=_help("write foreign keys"))
@@ -43,6 +51,8 @@ class PromptArguments:
             raise ConfigError(
                 f"prompt_format: unknown '{self.prompt_format}', choose one of {', '.join(PROMPT_FORMATS)}"
             )
+        if self.dialect not in DIALECTS:
+            raise ConfigError(f"dialect: unknown '{self.dialect}', choose one of {', '.join(DIALECTS)}")
         for name in ("sample_values", "sample_rows"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0")
@@ -70,6 +80,13 @@ class SourceArguments:
     db: str | None = field(
         default=None,
         metadata=_help("source=sqlite: a SQLite file or SQLAlchemy URL; source=synth: a SQLite file"),
+    )
+    db_url: str | None = field(
+        default=None,
+        metadata=_help(
+            "dialect=postgres|mysql: the server holding the databases (sqltune db load), "
+            "{db_id} where the name goes, e.g. postgresql://user@host:5432/{db_id}"
+        ),
     )
     questions: str | None = field(
         default=None, metadata=_help("source=sqlite|jsonl: question/SQL pairs (jsonl, json or csv)")
@@ -183,6 +200,36 @@ class PairsArguments:
 
 
 @dataclass
+class DbLoadArguments:
+    """`sqltune db load`: SQLite databases into a PostgreSQL or MySQL/MariaDB server, one database each."""
+
+    url: str | None = field(
+        default=None,
+        metadata=_help(
+            "the server, {db_id} where each database's name goes: postgresql://user@host:5432/{db_id} "
+            "or mysql://...; a URL that names no database means /{db_id}"
+        ),
+    )
+    db_dir: str | None = field(default=None, metadata=_help("folder of <db_id>/<db_id>.sqlite databases"))
+    source: str | None = field(
+        default=None, metadata=_help("demo: load the embedded demo databases instead of a db_dir")
+    )
+    db_ids: list[str] | None = field(
+        default=None, metadata=_help("only these db_ids, comma-separated (default: every database)")
+    )
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        if not self.url:
+            raise ConfigError("url: required, e.g. url=postgresql://user@127.0.0.1:5432/{db_id}")
+        if self.source not in (None, "demo"):
+            raise ConfigError(f"source: unknown '{self.source}', the one source is demo (or give db_dir=)")
+        if (self.source is None) == (self.db_dir is None):
+            raise ConfigError("give db_dir=<folder of <db_id>/<db_id>.sqlite> or source=demo, one of them")
+
+
+@dataclass
 class EvalArguments:
     """`sqltune eval`: score predictions against gold SQL (Spider EM/EX, BIRD EX/R-VES)."""
 
@@ -192,6 +239,13 @@ class EvalArguments:
     )
     db_dir: str | None = field(
         default=None, metadata=_help("folder of <db_id>/<db_id>.sqlite (+ test suites)")
+    )
+    db_url: str | None = field(
+        default=None,
+        metadata=_help(
+            "run the queries on a server instead: postgresql://user@host:5432/{db_id} or mysql://... "
+            "({db_id} names each database; EX only, unless db_dir gives EM and hardness)"
+        ),
     )
     tables: str | None = field(default=None, metadata=_help("tables.json (needed for exact match)"))
     etype: str = field(default="all", metadata=_help("all, exec (execution) or match (exact set match)"))
@@ -212,9 +266,11 @@ class EvalArguments:
     def __post_init__(self) -> None:
         from sqltune.errors import ConfigError
 
-        for name in ("pred", "gold", "db_dir"):
+        for name in ("pred", "gold"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: required (--{name.replace('_', '-')} PATH)")
+        if not self.db_dir and not self.db_url:
+            raise ConfigError("db_dir: required (--db-dir PATH), or a server's --db-url URL")
         if self.etype not in ("all", "exec", "match"):
             raise ConfigError(f"etype: unknown '{self.etype}', choose all, exec or match")
         if self.format not in ("spider", "bird"):
@@ -654,10 +710,21 @@ class PredictArguments:
     gpu_memory_utilization: float = field(
         default=0.9, metadata=_help("vllm: fraction of GPU memory for weights and KV cache")
     )
+    db_url: str | None = field(
+        default=None,
+        metadata=_help(
+            "execution_guided: run the candidates on a server instead of the dataset's SQLite files, "
+            "e.g. postgresql://user@host:5432/{db_id} ({db_id} names each question's database; the "
+            "schema in the prompt still comes from the dataset)"
+        ),
+    )
 
     def __post_init__(self) -> None:
+        from sqltune.db.urls import is_url
         from sqltune.errors import ConfigError
 
+        if self.db_url is not None and not is_url(self.db_url):
+            raise ConfigError(f"db_url: '{self.db_url}' is not a URL (postgresql://user@host:5432/{{db_id}})")
         _check_choice("infer_backend", self.infer_backend, INFER_BACKENDS)
         _check_choice("infer_dtype", self.infer_dtype, INFER_DTYPES)
         _check_choice("format", self.format, OUTPUT_FORMATS)

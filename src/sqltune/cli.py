@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqltune.infer.ask:main",
         'ask a database a question: sqltune ask --db my.sqlite "how many orders?"',
     ),
+    "db": (
+        "sqltune.db.command:main",
+        "database servers: `db load` copies SQLite databases into PostgreSQL or MySQL/MariaDB",
+    ),
 }
 
 
