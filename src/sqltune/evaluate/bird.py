@@ -11,6 +11,10 @@ Differences from BIRD's scripts, both for robustness: queries run read-only with
 reused connection (BIRD reconnects for every timing, which adds the same constant to both sides),
 and when every ratio is equal (the standard deviation is 0 and BIRD's filter drops them all and
 divides by zero) all ratios are kept.
+
+On a database server (`sqltune eval --db-url`) the timings are kept and include each query's round
+trip and read-only transaction set-up, the same on both sides, so ratios lean towards 1 more than
+on a SQLite file: compare R-VES only between runs on the same kind of database.
 """
 
 from __future__ import annotations
@@ -18,24 +22,24 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
-from sqltune.evaluate.execution import ExecOutcome, Executor
+from sqltune.evaluate.execution import ExecOutcome, Executor, Target, target_name
 
 DIFFICULTIES = ("simple", "moderate", "challenging")
 
 
-def bird_match(executor: Executor, database: Path, pred_sql: str, gold_sql: str) -> ExecOutcome:
+def bird_match(executor: Executor, database: Target, pred_sql: str, gold_sql: str) -> ExecOutcome:
     gold = executor.gold(database, gold_sql)
     if not gold.ok:
-        return ExecOutcome(False, f"gold query failed on {database.name}: {gold.error}", gold_failed=True)
+        error = f"gold query failed on {target_name(database)}: {gold.error}"
+        return ExecOutcome(False, error, gold_failed=True)
     pred = executor.run(database, pred_sql, executor.max_rows)
     if not pred.ok:
         return ExecOutcome(False, pred.error)
     return ExecOutcome(set(pred.rows) == set(gold.rows))
 
 
-def time_ratio(executor: Executor, database: Path, pred_sql: str, gold_sql: str, repeats: int) -> float:
+def time_ratio(executor: Executor, database: Target, pred_sql: str, gold_sql: str, repeats: int) -> float:
     """Mean gold-time / pred-time over `repeats` alternating runs, outliers dropped as BIRD does."""
     ratios = []
     for _ in range(repeats):
@@ -75,11 +79,14 @@ class BirdResult:
     exec: bool
     error: str | None
     reward: float | None  # None when R-VES is not measured
+    gold_failed: bool = False  # the gold query itself failed, so the prediction was not run
 
 
-def score_bird(executor: Executor, database: Path, pred_sql: str, gold_sql: str, repeats: int) -> BirdResult:
+def score_bird(
+    executor: Executor, database: Target, pred_sql: str, gold_sql: str, repeats: int
+) -> BirdResult:
     outcome = bird_match(executor, database, pred_sql, gold_sql)
     if repeats <= 0:
-        return BirdResult(outcome.match, outcome.error, None)
+        return BirdResult(outcome.match, outcome.error, None, outcome.gold_failed)
     ratio = time_ratio(executor, database, pred_sql, gold_sql, repeats) if outcome.match else 0.0
-    return BirdResult(outcome.match, outcome.error, reward(ratio))
+    return BirdResult(outcome.match, outcome.error, reward(ratio), outcome.gold_failed)

@@ -14,7 +14,9 @@ These are the comparison rules of the official test-suite evaluator (test-suite-
   prediction must match on all of them.
 
 Queries run through `sqltune.db`: read-only, with a time limit, and with a row limit (a prediction
-is read only up to one row more than the gold has; it cannot match beyond that).
+is read only up to one row more than the gold has; it cannot match beyond that). A database is a
+SQLite file or a server URL (PostgreSQL, MySQL/MariaDB); the rules above are the same for both, and
+on a server the time limit is the server's own statement timeout.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import sqlparse
 from sqlparse import tokens as T
 from sqlparse.engine import FilterStack
 
-from sqltune.db import QueryResult, connect_readonly, run_query
+from sqltune.db import QueryResult, open_database
+from sqltune.db.urls import hide_password, is_url
 
 _CUR_YEAR = re.compile(r"YEAR\s*\(\s*CURDATE\s*\(\s*\)\s*\)\s*", re.IGNORECASE)
 _VALUE_SLOT = "VALUERARE"  # the placeholder the official plugging uses; lower-cased in slot lists
@@ -165,6 +168,15 @@ def test_databases(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.sqlite") if p.is_file())
 
 
+Target = Path | str  # a SQLite file or a server database's URL
+
+
+def target_name(target: Target) -> str:
+    """How a database is named in messages and reports: the file's name, or the URL with its
+    password hidden."""
+    return hide_password(target) if isinstance(target, str) and is_url(target) else Path(target).name
+
+
 @dataclass
 class ExecOutcome:
     match: bool
@@ -173,43 +185,44 @@ class ExecOutcome:
 
 
 class Executor:
-    """Runs queries on database files, caching connections and gold results for reuse."""
+    """Runs queries on databases (SQLite files or server URLs), keeping them open and caching gold
+    results for reuse. Each process needs its own: a connection is not shared across a fork."""
 
     def __init__(self, timeout: float | None, max_rows: int, cache_size: int = 64):
         self.timeout = timeout
         self.max_rows = max_rows
-        self._connections: OrderedDict[Path, object] = OrderedDict()
-        self._gold: OrderedDict[tuple[Path, str], QueryResult] = OrderedDict()
+        self._databases: OrderedDict[Target, object] = OrderedDict()
+        self._gold: OrderedDict[tuple[Target, str], QueryResult] = OrderedDict()
         self._cache_size = cache_size
 
-    def _connection(self, path: Path):
-        conn = self._connections.pop(path, None) or connect_readonly(path, decode_errors="ignore")
-        self._connections[path] = conn
-        if len(self._connections) > self._cache_size:
-            self._connections.popitem(last=False)[1].close()
-        return conn
+    def _database(self, target: Target):
+        database = self._databases.pop(target, None) or open_database(target, decode_errors="ignore")
+        self._databases[target] = database
+        if len(self._databases) > self._cache_size:
+            self._databases.popitem(last=False)[1].close()
+        return database
 
-    def run(self, path: Path, sql: str, max_rows: int | None = None) -> QueryResult:
-        return run_query(self._connection(path), sql, self.timeout, max_rows)
+    def run(self, target: Target, sql: str, max_rows: int | None = None) -> QueryResult:
+        return self._database(target).run(sql, self.timeout, max_rows)
 
-    def gold(self, path: Path, sql: str) -> QueryResult:
-        key = (path, sql)
+    def gold(self, target: Target, sql: str) -> QueryResult:
+        key = (target, sql)
         if key not in self._gold:
-            self._gold[key] = self.run(path, sql, self.max_rows)
+            self._gold[key] = self.run(target, sql, self.max_rows)
             if len(self._gold) > self._cache_size:
                 self._gold.popitem(last=False)
         self._gold.move_to_end(key)
         return self._gold[key]
 
     def close(self) -> None:
-        for conn in self._connections.values():
-            conn.close()
-        self._connections.clear()
+        for database in self._databases.values():
+            database.close()
+        self._databases.clear()
 
 
 def execution_match(
     executor: Executor,
-    databases: list[Path],
+    databases: list[Target],
     pred_sql: str,
     gold_sql: str,
     plug_value: bool = False,
@@ -222,10 +235,11 @@ def execution_match(
     ordered = order_matters(gold_sql)
     gold_exec = replace_current_year(gold_sql)
     golds = []
-    for path in databases:
-        result = executor.gold(path, gold_exec)
+    for target in databases:
+        result = executor.gold(target, gold_exec)
         if not result.ok:
-            return ExecOutcome(False, f"gold query failed on {path.name}: {result.error}", gold_failed=True)
+            error = f"gold query failed on {target_name(target)}: {result.error}"
+            return ExecOutcome(False, error, gold_failed=True)
         golds.append(result)
     candidates = [pred_sql]
     if plug_value:
@@ -237,8 +251,8 @@ def execution_match(
             continue
         tried.add(candidate)
         candidate = replace_current_year(candidate)
-        for path, gold in zip(databases, golds):
-            result = executor.run(path, candidate, len(gold.rows) + 1)
+        for target, gold in zip(databases, golds):
+            result = executor.run(target, candidate, len(gold.rows) + 1)
             if result.error == "too many rows":
                 break  # more rows than the gold: cannot match
             if result.error == "timeout":

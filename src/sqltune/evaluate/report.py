@@ -5,6 +5,9 @@ partial-match accuracy/recall/F1 per clause (averaged the official way: accuracy
 whose prediction has the clause, recall over those whose gold has it, F1 from the two averages,
 and 1 when both are 0), and for multi-turn files the per-turn rates and the interaction-level joint
 accuracy (an interaction counts only if every one of its turns is right).
+
+On a database server, examples whose gold query failed there are not scored; each level counts
+them (`gold_failed_on_server`) beside its EX, whose count is then the examples that were scored.
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ def _partial(rows: list[dict]) -> dict:
     return out
 
 
+def _server_counts(rows: list[dict], examples: list[dict]) -> dict:
+    """`gold_failed_on_server` for a server run (its rows carry `gold_failed`), nothing otherwise."""
+    if not any("gold_failed" in row for row in examples):
+        return {}
+    return {"gold_failed_on_server": sum(bool(row.get("gold_failed")) for row in rows)}
+
+
 def _turn_name(turn: int) -> str:
     return f"turn {turn}" if turn <= 4 else "turn > 4"
 
@@ -57,12 +67,14 @@ def summarize(examples: list[dict], format: str, etype: str, multi_turn: bool) -
                 "count": len(rows),
                 "exec": _rate(rows, "exec"),
                 "r_ves": r_ves(rewards) if rewards else None,
+                **_server_counts(rows, examples),
             }
         return {"levels": levels, "errors": dict(errors)}
     levels = {}
     for level in (*LEVELS, "all"):
         rows = [r for r in examples if level == "all" or r["hardness"] == level]
         levels[level] = {"count": len(rows), "exec": _rate(rows, "exec"), "exact": _rate(rows, "exact")}
+        levels[level].update(_server_counts(rows, examples))
         if etype != "exec":
             levels[level]["partial"] = _partial(rows)
     summary: dict = {"levels": levels, "errors": dict(errors)}
@@ -153,6 +165,10 @@ def print_summary(report: dict, file=None) -> None:
         table.add_column(name, justify="right")
     counts = [str(summary["levels"][n]["count"]) for n in levels]
     table.add_row("count", *counts, *([str(joint["count"])] if joint else []))
+    on_server = "gold_failed_on_server" in summary["levels"]["all"]
+    if on_server:
+        failed = [str(summary["levels"][n]["gold_failed_on_server"]) for n in levels]
+        table.add_row("gold failed on server", *failed, *([""] if joint else []))
     rates = [("execution (EX)", "exec")]
     if settings["format"] != "bird":
         rates.append(("exact match (EM)", "exact"))
@@ -175,10 +191,24 @@ def print_summary(report: dict, file=None) -> None:
         f"{k}={settings[k]}" for k in ("etype", "plug_value", "keep_distinct", "timeout", "extract")
     )
     console.print(f"settings: {options}; {settings['evaluator_version']}")
+    if on_server:
+        for line in _server_lines(summary["levels"]["all"], settings):
+            console.print(line, soft_wrap=True)  # unwrapped: a URL stays whole
     if "extraction" in report:
         console.print(_extraction_line(report["extraction"]))
     if summary["errors"]:
         console.print("errors: " + ", ".join(f"{n} {kind}" for kind, n in summary["errors"].items()))
+
+
+def _server_lines(level: dict, settings: dict) -> list[str]:
+    scored = level["exec"]["count"] if level["exec"] else 0
+    lines = [
+        f"database: {settings['db_url']}",
+        f"EX is over the {scored} examples whose gold query ran on the server; "
+        f"{level['gold_failed_on_server']} gold queries failed there (gold SQL runs as written) "
+        "and are not scored",
+    ]
+    return lines + ([settings["exact_match"]] if settings.get("exact_match") else [])
 
 
 def _extraction_line(extraction: dict) -> str:

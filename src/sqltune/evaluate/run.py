@@ -8,6 +8,13 @@ read-only with a time limit, so one bad prediction can neither hang nor stop the
 Each prediction line is scored as written, as the official evaluator scores it. SQL extraction is
 opt-in (`extract=True`): it changes what is scored, so the lines it changed are scored a second
 time as written, and the report keeps the official numbers beside the extracted ones.
+
+With `db_url` (a PostgreSQL or MySQL/MariaDB URL, `{db_id}` where the database name goes), every
+query runs on the server instead, by the same rules; each worker process opens its own connections.
+Gold SQL runs there as written, and Spider's gold is SQLite SQL: a gold query the server rejects
+says nothing about the prediction, so that example is left unscored and counted apart ("gold failed
+on the server") instead of being scored 0. Exact match and hardness parse the SQL against the
+SQLite schema, so they need `db_dir` too; without it only EX is computed.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqltune.errors import DataError
+from sqltune.db import unreachable
+from sqltune.db.urls import backend, for_database, hide_password, is_url, scrub
+from sqltune.errors import ConfigError, DataError
 from sqltune.evaluate.bird import score_bird
-from sqltune.evaluate.execution import Executor, execution_match, test_databases
+from sqltune.evaluate.execution import Executor, Target, execution_match, test_databases
 from sqltune.evaluate.inputs import (
     GoldItem,
     Unreadable,
@@ -37,13 +46,17 @@ from sqltune.files import check_output, read_json
 from sqltune.sql_extract import extract_sql
 
 SEMANTICS = "test-suite-sql-eval (taoyds) at e97acc546ecb; BIRD EX and mini-dev R-VES"
+NO_EXACT_ON_SERVER = (
+    "exact match not computed: it parses Spider's SQLite SQL against the SQLite schema, which a server "
+    "does not have; give db_dir too for EM and hardness from the SQLite files"
+)
 
 
 @dataclass
 class EvalConfig:
     """Everything a worker needs to score examples (plain data, so it pickles)."""
 
-    db_dir: str
+    db_dir: str | None
     etype: str = "all"
     plug_value: bool = False
     keep_distinct: bool = False
@@ -52,6 +65,7 @@ class EvalConfig:
     max_rows: int = 1_000_000
     ves_repeats: int = 10
     fk_maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    db_url: str | None = None  # server URL template: queries run there instead of on db_dir's files
 
 
 @dataclass
@@ -71,15 +85,27 @@ class ExampleScorer:
     def main_db(self, db_id: str) -> Path:
         return Path(self.config.db_dir) / db_id / f"{db_id}.sqlite"
 
+    def target(self, db_id: str) -> Target:
+        """Where db_id's queries run: its server database, else its SQLite file."""
+        return for_database(self.config.db_url, db_id) if self.config.db_url else self.main_db(db_id)
+
     def schema(self, db_id: str) -> SpiderSchema:
         if db_id not in self._schemas:
             self._schemas[db_id] = SpiderSchema.from_sqlite(self.main_db(db_id))
         return self._schemas[db_id]
 
-    def databases(self, db_id: str) -> list[Path]:
+    def databases(self, db_id: str) -> list[Target]:
+        if self.config.db_url:  # one database per db_id on a server (no test suites there)
+            return [self.target(db_id)]
         if db_id not in self._databases:
             self._databases[db_id] = test_databases(self.main_db(db_id).parent)
         return self._databases[db_id]
+
+    def gold_failed_on_server(self, row: dict, gold_failed: bool) -> None:
+        """On a server, an example whose gold query failed there is left unscored (see the module
+        docstring); `gold_failed` is in every row of a server run, so the report can count them."""
+        if self.config.db_url and gold_failed:
+            row.update(gold_failed=True, exec=None)
 
     def __call__(self, task: Task) -> dict:
         gold = task.gold
@@ -92,13 +118,16 @@ class ExampleScorer:
             row["hardness"] = None
         row.update(session=gold.session, turn=gold.turn)
         row.update(exact=None, exec=None, pred_parse_ok=None, error=None, pred=pred, gold=gold.sql)
+        if self.config.db_url:
+            row["gold_failed"] = False  # an empty prediction scores 0 without running the gold
         try:
             if self.config.format == "bird":
                 self._score_bird(row, pred, gold)
             else:
                 self._score_spider(row, pred, gold)
         except Exception as err:  # one broken example must not stop the run; it is reported
-            row.update(exec=0 if row["exec"] is None else row["exec"], error=f"evaluation failed: {err!r}")
+            message = scrub(repr(err), self.config.db_url) if self.config.db_url else repr(err)
+            row.update(exec=0 if row["exec"] is None else row["exec"], error=f"evaluation failed: {message}")
         if isinstance(task.pred, Unreadable):  # scored as the empty prediction it stands for
             row["error"] = task.pred.reason
         return row
@@ -108,16 +137,21 @@ class ExampleScorer:
             row.update(exec=0, error="empty prediction", reward=0.0 if self.config.etype == "all" else None)
             return
         repeats = self.config.ves_repeats if self.config.etype == "all" else 0
-        result = score_bird(self.executor, self.main_db(gold.db_id), pred, gold.sql, repeats)
+        result = score_bird(self.executor, self.target(gold.db_id), pred, gold.sql, repeats)
         row.update(exec=int(result.exec), error=result.error, reward=result.reward)
+        self.gold_failed_on_server(row, result.gold_failed)
+        if row["exec"] is None:
+            row["reward"] = None
 
     def _score_spider(self, row: dict, pred: str, gold: GoldItem) -> None:
-        schema = self.schema(gold.db_id)
-        try:
-            gold_sql = parse_sql(gold.sql, schema)
-            row["hardness"] = hardness(gold_sql)
-        except ParseError as err:
-            gold_sql, row["error"] = None, f"gold query does not parse: {err}"
+        gold_sql = None
+        if self.config.db_dir:  # without it (server only), no hardness and no exact match
+            schema = self.schema(gold.db_id)
+            try:
+                gold_sql = parse_sql(gold.sql, schema)
+                row["hardness"] = hardness(gold_sql)
+            except ParseError as err:
+                row["error"] = f"gold query does not parse: {err}"
         if self.config.etype in ("all", "match"):
             try:
                 pred_sql = parse_sql(pred, schema) if pred else EMPTY_SQL
@@ -147,6 +181,7 @@ class ExampleScorer:
             )
             row["exec"] = int(outcome.match)
             row["error"] = "; ".join(e for e in (row["error"], outcome.error) if e) or None
+            self.gold_failed_on_server(row, outcome.gold_failed)
 
 
 _worker: ExampleScorer | None = None
@@ -177,6 +212,21 @@ def _check_databases(db_dir: Path, gold: list[GoldItem]) -> str:
     return f"original ({len(db_ids)} databases)"
 
 
+def _check_server(db_url: str, gold: list[GoldItem], timeout: float | None) -> str:
+    """Every db_id's database must answer on the server before the run starts (one line naming
+    them otherwise); returns the variant."""
+    if backend(db_url) not in ("postgresql", "mysql"):
+        raise ConfigError(
+            f"db_url '{hide_password(db_url)}': give a PostgreSQL or MySQL/MariaDB URL "
+            "(SQLite files go in db_dir)"
+        )
+    db_ids = sorted({item.db_id for item in gold})
+    failed = unreachable(db_url, db_ids, timeout)  # each worker opens its own connections later
+    if failed:
+        raise DataError(f"database not reachable on the server for db_id(s): {'; '.join(failed)}")
+    return f"{backend(db_url)} server ({len(db_ids)} databases)"  # the URL is in settings["db_url"]
+
+
 def _foreign_keys(tables: str | Path | None, gold: list[GoldItem]) -> dict[str, dict[str, str]]:
     if tables is None:
         raise DataError("exact match needs --tables (the tables.json of the databases)")
@@ -200,9 +250,10 @@ def _foreign_keys(tables: str | Path | None, gold: list[GoldItem]) -> dict[str, 
 def evaluate(
     pred: str | Path,
     gold: str | Path,
-    db_dir: str | Path,
+    db_dir: str | Path | None = None,
     tables: str | Path | None = None,
     *,
+    db_url: str | None = None,
     etype: str = "all",
     plug_value: bool = False,
     keep_distinct: bool = False,
@@ -218,6 +269,8 @@ def evaluate(
     """Score predictions against gold queries; returns {"settings", "summary", "examples"}.
 
     `etype` is all, exec or match (Spider); `format` is spider or bird. `workers=0` uses every CPU.
+    `db_url` runs the queries on a server (see the module docstring); without `db_dir` beside it,
+    etype all becomes exec.
     Lines are scored as written (official semantics) unless `extract`, which applies
     `sqltune.sql_extract.extract_sql` first and adds the "extraction" and "official" blocks.
     With `output`, the same structure is also written there as JSON.
@@ -226,16 +279,28 @@ def evaluate(
         raise DataError(f"etype: unknown '{etype}', choose all, exec or match")
     if format not in ("spider", "bird"):
         raise DataError(f"format: unknown '{format}', choose spider or bird")
+    if not db_dir and not db_url:
+        raise ConfigError("db_dir: required (--db-dir FOLDER of SQLite files), or a server's --db-url")
+    if db_url and not is_url(db_url):
+        raise ConfigError(f"db_url: '{db_url}' is not a URL (postgresql://user@host:5432/{{db_id}})")
+    exact_note = None
+    if db_url and not db_dir and format == "spider":
+        if etype == "match":
+            raise ConfigError(f"etype=match: {NO_EXACT_ON_SERVER}")
+        etype, exact_note = "exec", NO_EXACT_ON_SERVER
     if output:
         check_output(output, (pred, gold, tables), "output")
     gold_items = read_gold(gold)
     preds = read_predictions(pred, gold_items)
-    db_dir = Path(db_dir)
-    variant = _check_databases(db_dir, gold_items)
+    db_dir = Path(db_dir) if db_dir else None
+    if db_dir is not None:
+        variant = _check_databases(db_dir, gold_items)
+    if db_url:
+        variant = _check_server(db_url, gold_items, timeout)
     needs_em = format == "spider" and etype in ("all", "match")
     fk_maps = _foreign_keys(tables, gold_items) if needs_em else {}
     config = EvalConfig(
-        db_dir=str(db_dir),
+        db_dir=str(db_dir) if db_dir else None,
         etype=etype,
         plug_value=plug_value,
         keep_distinct=keep_distinct,
@@ -244,6 +309,7 @@ def evaluate(
         max_rows=max_rows,
         ves_repeats=ves_repeats,
         fk_maps=fk_maps,
+        db_url=db_url,
     )
     tasks = [Task(i, p, g) for i, (p, g) in enumerate(zip(preds, gold_items))]
     originals = _extract(tasks) if extract else []
@@ -255,7 +321,8 @@ def evaluate(
         "pred": str(pred),
         "pred_format": describe(pred),
         "gold": str(gold),
-        "db_dir": str(db_dir),
+        "db_dir": str(db_dir) if db_dir else None,
+        "db_url": hide_password(db_url) if db_url else None,
         "tables": str(tables) if tables else None,
         "database_variant": variant,
         "format": format,
@@ -271,6 +338,9 @@ def evaluate(
         "evaluator_version": _version(),
         "semantics": SEMANTICS,
     }
+    if db_url and format == "spider":
+        from_files = "hardness and EM from the SQLite files in db_dir, EX on the server"
+        settings["exact_match"] = exact_note or from_files
     multi_turn = is_multi_turn(gold_items)
     report = {
         "settings": settings,

@@ -37,14 +37,16 @@ def answer(
 ) -> Iterator[list[tuple[int, Answer]]]:
     """Answer every prompt; yields `(prompt index, Answer)` pairs batch by batch.
 
-    `databases[i]` is the SQLite file prompt i's SQL runs on, needed by execution-guided decoding.
+    `databases[i]` is the SQLite file or server URL prompt i's SQL runs on, needed by
+    execution-guided decoding.
     """
     guided = settings.decoding == "execution_guided"
     if guided:
         missing = [i for i in range(len(prompts)) if not databases or not databases[i]]
         if missing:
             raise DataError(
-                f"decoding=execution_guided needs each question's database file; {len(missing)} have none"
+                f"decoding=execution_guided needs each question's database (a SQLite file, or "
+                f"db_url= for a server); {len(missing)} have none"
             )
     for batch in engine.generate(prompts, settings, settings.candidates):
         began = time.perf_counter()

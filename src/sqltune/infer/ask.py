@@ -97,7 +97,8 @@ def ask(
     budget = token_budget(args.cutoff_len, source.card, settings.max_new_tokens)
     example = Example(id="ask", db_id=schema.db_id, question=args.question, sql="")
     fitted = fit_to_budget(example, schema, prompt_args, template, engine.tokenizer, budget)
-    ((_, reply),) = next(answer(engine, [fitted.prompt_ids], settings, [schema.db_path]))
+    # a server URL has no db_path: execution-guided candidates run on the server itself
+    ((_, reply),) = next(answer(engine, [fitted.prompt_ids], settings, [schema.db_path or args.db]))
     if not QUERY_START.match(reply.sql):
         result = QueryResult(error=NOT_SQL)
     else:

@@ -4,12 +4,18 @@
     sqltune predict run_dir=saves/spider dataset=spider_dev batch_size=32 --format spider
     sqltune predict model_name_or_path=smollm2-135m dataset=spider_dev max_new_tokens=128
     sqltune predict run_dir=saves/spider dataset=spider_dev decoding=execution_guided num_candidates=8
+    sqltune predict run_dir=saves/spider dataset=spider_dev decoding=execution_guided \
+        db_url=postgresql://reader@127.0.0.1:5432/{db_id}
 
 With `run_dir`, the run card supplies the base model, adapter, chat template, prompt options and
 `cutoff_len`; without it, `model_name_or_path` (+ `adapter_name_or_path`, `template`) names a
 model and the dataset's own prompt options are used. Predictions go to `output` (default
 `<run_dir or .>/predictions/<dataset>.jsonl`), saved after every batch; rerunning the same command
 resumes where it stopped.
+
+Execution-guided decoding runs the candidates on each question's SQLite file, or with `db_url` on
+a server database (the databases loaded there by `sqltune db load`); the prompt's schema comes from
+the dataset either way.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from pathlib import Path
 
 from sqltune.args import GeneratingArguments, ModelArguments, PredictArguments
 from sqltune.config import format_help, parse_args
-from sqltune.errors import ConfigError
+from sqltune.db.urls import hide_password
+from sqltune.errors import ConfigError, DataError
 
 GROUPS = (PredictArguments, GeneratingArguments, ModelArguments)
 
@@ -38,6 +45,7 @@ class PredictSummary:
     over_budget: int
     spider_file: Path | None = None
     chosen_by: Counter = field(default_factory=Counter)  # execution-guided: how answers were chosen
+    executed_on: str | None = None  # execution-guided on a server: its URL, password hidden
 
     @property
     def questions_per_second(self) -> float | None:
@@ -47,6 +55,21 @@ class PredictSummary:
 
 def default_output(args: PredictArguments) -> Path:
     return Path(args.run_dir or ".") / "predictions" / f"{args.dataset}.jsonl"
+
+
+def execution_targets(args: PredictArguments, settings: GeneratingArguments, dataset, examples) -> dict:
+    """db_id -> where execution-guided decoding runs that database's candidates: the dataset's
+    SQLite file, or the server database of `db_url`, which must answer before any model loads."""
+    from sqltune.db import unreachable
+    from sqltune.db.urls import for_database
+
+    db_ids = sorted({example.db_id for example in examples})
+    if not args.db_url:
+        return {db_id: dataset.schemas[db_id].db_path for db_id in db_ids}
+    failed = unreachable(args.db_url, db_ids, settings.candidate_timeout)
+    if failed:
+        raise DataError(f"db_url: database not reachable for db_id(s): {'; '.join(failed)}")
+    return {db_id: for_database(args.db_url, db_id) for db_id in db_ids}
 
 
 def to_row(question, answer) -> dict:
@@ -87,6 +110,11 @@ def run_predict(
 
     if not args.dataset:
         raise ConfigError("dataset: give the registered dataset to answer (see dataset_info.json)")
+    if args.db_url and settings.decoding != "execution_guided":
+        raise ConfigError(
+            "db_url: predict runs SQL only with decoding=execution_guided; to score predictions on "
+            "a server, use sqltune eval --db-url"
+        )
     source = model_source(args.run_dir, model_args)
     dataset = load_dataset(args.dataset_dir, args.dataset)
     examples = dataset_examples(dataset, args.max_samples)
@@ -94,7 +122,9 @@ def run_predict(
     file = PredictionFile(output, overwrite=args.overwrite)
     pending = file.pending(examples)
     summary = PredictSummary(output, len(examples), len(pending), 0.0, 0, 0, 0)
+    summary.executed_on = hide_password(args.db_url) if args.db_url else None
     if pending:
+        targets = execution_targets(args, settings, dataset, [examples[i] for i in pending])
         engine = open_engine(
             source,
             backend=args.infer_backend,
@@ -110,7 +140,7 @@ def run_predict(
         questions = build_questions(dataset, pending, prompt_args, template, engine.tokenizer, budget)
         summary.shortened = sum(q.shortened for q in questions)
         summary.over_budget = sum(not q.fits for q in questions)
-        paths = [dataset.schemas[q.example.db_id].db_path for q in questions]
+        paths = [targets[q.example.db_id] for q in questions]
         bar = tqdm(
             total=len(examples),
             initial=len(examples) - len(pending),
@@ -148,6 +178,8 @@ def print_summary(summary: PredictSummary, model: object, dataset: str) -> None:
         table.add_row("generated tokens/s", f"{summary.new_tokens / summary.seconds:.1f}")
     if summary.chosen_by:
         table.add_row("chosen by", ", ".join(f"{n} {reason}" for reason, n in summary.chosen_by.items()))
+    if summary.executed_on:
+        table.add_row("candidates run on", summary.executed_on)
     table.add_row("predictions", str(summary.output))
     if summary.spider_file:
         table.add_row("one SQL per line", str(summary.spider_file))

@@ -2,7 +2,8 @@
 
 `decoding=execution_guided num_candidates=K` asks the engine for K answers per question (the K best
 beams, or K samples with `do_sample=true`), runs each candidate's SQL on the question's database
-(read-only, `candidate_timeout` seconds, `sqltune.db`) and picks one. Candidates that fail (syntax
+(read-only, `candidate_timeout` seconds, `sqltune.db`: a SQLite file, or a PostgreSQL/MySQL server
+database given by URL) and picks one. Candidates that fail (syntax
 error, unknown column, timeout, a runaway result) are discarded, and results with rows are
 preferred to empty results, which are rarely the answer. Then, by `guided_choice`:
 
@@ -21,9 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
-from sqltune.db import connect_readonly, run_query
+from sqltune.db import open_database
 
 MAX_ROWS = 10_000  # a candidate returning more rows than this is treated as a runaway query
 
@@ -37,9 +39,12 @@ class Choice:
 
 
 def result_key(rows: list[tuple]) -> tuple:
-    """The rows as an order-free multiset; 1 and 1.0 compare equal, floats to 6 decimal places."""
+    """The rows as an order-free multiset; 1 and 1.0 compare equal, floats to 6 decimal places, and a
+    server's exact decimals (PostgreSQL's AVG) like the floats SQLite returns."""
 
     def value(v):
+        if isinstance(v, Decimal):
+            v = float(v)
         if isinstance(v, float):
             v = round(v, 6)
             return int(v) if v.is_integer() else v
@@ -48,10 +53,10 @@ def result_key(rows: list[tuple]) -> tuple:
     return tuple(sorted((tuple(value(v) for v in row) for row in rows), key=repr))
 
 
-def choose(sqls: Sequence[str], db_path: str | Path, timeout: float, rule: str = "first") -> Choice:
-    """Pick one of `sqls` (most likely first) by executing them on `db_path` with `rule` (see the
-    module docstring)."""
-    conn = connect_readonly(db_path)
+def choose(sqls: Sequence[str], database: str | Path, timeout: float, rule: str = "first") -> Choice:
+    """Pick one of `sqls` (most likely first) by executing them on `database` (a SQLite file or a
+    server URL) with `rule` (see the module docstring)."""
+    db = open_database(database)
     results: dict[str, tuple[str, tuple | None]] = {}  # sql -> (outcome, result key)
     try:
         for sql in sqls:
@@ -60,13 +65,13 @@ def choose(sqls: Sequence[str], db_path: str | Path, timeout: float, rule: str =
             if not sql.strip():
                 results[sql] = ("empty answer", None)
                 continue
-            result = run_query(conn, sql, timeout=timeout, max_rows=MAX_ROWS)
+            result = db.run(sql, timeout=timeout, max_rows=MAX_ROWS)
             if not result.ok:
                 results[sql] = (result.error or "error", None)
             else:
                 results[sql] = ("rows" if result.rows else "empty", result_key(result.rows))
     finally:
-        conn.close()
+        db.close()
     outcomes = [results[sql][0] for sql in sqls]
     for wanted in ("rows", "empty"):
         groups: dict[tuple, list[int]] = {}

@@ -14,6 +14,11 @@ uses, so the model is rewarded for exactly what `sqltune eval` scores:
    (`execution_match`: bag of rows, any column order, order only when the gold orders, DISTINCT
    dropped), on the question's own database `<db_dir>/<db_id>/<db_id>.sqlite`.
 
+With `db_url` (`postgresql://user@host/{db_id}`, `mysql://...`) the question's database is the one
+on that server instead, and both the answer and the gold query run there, each in a read-only
+transaction under the server's statement timeout (`sqltune.db.server`). Gold SQL runs as written,
+so SQLite gold that the server rejects makes the result component 0, as below.
+
 Three components, each worth `+weight` when met and `-weight` when not; a component whose
 prerequisite failed counts as not met. The default weights are SQL-R1's (Ma et al., 2025:
 format +-1, execution +-2, result +-3), so the total is a ladder that never ties two kinds of
@@ -41,8 +46,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqltune.errors import DataError
-from sqltune.evaluate.execution import Executor, execution_match
+from sqltune.db import unreachable
+from sqltune.db.urls import for_database, is_url
+from sqltune.errors import ConfigError, DataError
+from sqltune.evaluate.execution import Executor, Target, execution_match
 from sqltune.sql_extract import extract_sql
 
 logger = logging.getLogger("sqltune.train")
@@ -89,33 +96,55 @@ def completion_text(completion: str | list[dict]) -> str:
 class ExecutionReward:
     """A TRL reward function: `reward(prompts, completions, db_id=[...], gold_sql=[...]) -> [float]`.
 
-    `db_dir` holds `<db_id>/<db_id>.sqlite`; `timeout` (seconds) bounds each query; `max_rows` caps
-    the gold result. `outcomes` counts what the completions came to over the whole run.
+    `db_dir` holds `<db_id>/<db_id>.sqlite`, or `db_url` names each db_id's database on a server
+    (`{db_id}` where its name goes); `timeout` (seconds) bounds each query; `max_rows` caps the gold
+    result. `outcomes` counts what the completions came to over the whole run.
     """
 
     __name__ = "execution_reward"  # the name TRL logs the reward under
 
     def __init__(
         self,
-        db_dir: str | Path,
+        db_dir: str | Path | None = None,
         weights: RewardWeights | None = None,
         timeout: float = 2.0,
         max_rows: int = 100_000,
+        db_url: str | None = None,
     ) -> None:
-        self.db_dir = Path(db_dir)
+        if (db_dir is None) == (db_url is None):
+            raise ConfigError(
+                "execution reward: give db_dir (SQLite files) or db_url (a server), one of them"
+            )
+        if db_url is not None and not is_url(db_url):
+            raise ConfigError(f"execution reward: db_url '{db_url}' is not a URL")
+        self.db_dir = Path(db_dir) if db_dir is not None else None
+        self.db_url = db_url
         self.weights = weights or RewardWeights()
         self.executor = Executor(timeout, max_rows)
         self.outcomes: Counter[str] = Counter({name: 0 for name in OUTCOMES})
         self._failed_golds: set[tuple[str, str]] = set()
+        self._unreachable: dict[str, str | None] = {}  # server: db_id -> why it does not answer
+
+    def _why_missing(self, db_id: str) -> str | None:
+        """Why db_id has no database (None when it has one); a server is asked once per db_id."""
+        if self.db_url is None:
+            path = self.db_dir / db_id / f"{db_id}.sqlite"
+            return None if path.is_file() else str(path)
+        if db_id not in self._unreachable:
+            failed = unreachable(self.db_url, [db_id], self.executor.timeout)
+            self._unreachable[db_id] = failed[0] if failed else None
+        return self._unreachable[db_id]
 
     def has_database(self, db_id: str) -> bool:
-        return (self.db_dir / db_id / f"{db_id}.sqlite").is_file()
+        return self._why_missing(db_id) is None
 
-    def database(self, db_id: str) -> Path:
-        path = self.db_dir / db_id / f"{db_id}.sqlite"
-        if not path.is_file():
-            raise DataError(f"execution reward: no database for db_id '{db_id}' ({path})")
-        return path
+    def database(self, db_id: str) -> Target:
+        why = self._why_missing(db_id)
+        if why is not None and self.db_url:  # why: "db_id (URL, password hidden: the error)"
+            raise DataError(f"execution reward: database not reachable for db_id {why}")
+        if why is not None:
+            raise DataError(f"execution reward: no database for db_id '{db_id}' ({why})")
+        return for_database(self.db_url, db_id) if self.db_url else self.db_dir / db_id / f"{db_id}.sqlite"
 
     def judge(self, completion: str | list[dict], db_id: str, gold_sql: str) -> Judgement:
         w = self.weights
