@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sqltune.args import PromptArguments, SourceArguments
 from sqltune.config import format_help, parse_args
+from sqltune.data.dialect import DIALECT_NAMES, read_in_dialect
 from sqltune.data.records import build_records, dataset_files, length_stats, write_dataset
-from sqltune.data.sources import read_source
 from sqltune.errors import DataError, SqltuneWarning
 from sqltune.files import check_output, check_output_dir, plain_name
 
@@ -61,7 +61,7 @@ def run_data(source: SourceArguments, prompt: PromptArguments, quiet: bool = Fal
     built on the way to another command)."""
     start = time.perf_counter()
     name = check_outputs(source)
-    data = read_source(source)
+    data, dialect = read_in_dialect(source, prompt.dialect)
     result = build_records(data, prompt, strict=source.strict)
     if not result.records:
         skipped = skip_counts(result.skipped)
@@ -76,6 +76,8 @@ def run_data(source: SourceArguments, prompt: PromptArguments, quiet: bool = Fal
     }
     if data.database:
         info["database"] = data.database
+    if dialect:
+        info["dialect"] = dialect.as_dict()
     path = write_dataset(source.output_dir, name, result, info)
     measure, unit = length_function(source.tokenizer)
     lengths = [
@@ -94,6 +96,8 @@ def run_data(source: SourceArguments, prompt: PromptArguments, quiet: bool = Fal
         "prompt_length": length_stats(lengths),
         "seconds": round(time.perf_counter() - start, 2),
     }
+    if dialect:
+        summary["dialect"] = dialect.as_dict()
     if not quiet:
         print_summary(summary)
     return summary
@@ -101,6 +105,17 @@ def run_data(source: SourceArguments, prompt: PromptArguments, quiet: bool = Fal
 
 def skip_counts(skipped: dict[str, int]) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in skipped.items()) if skipped else "0"
+
+
+def dialect_line(report: dict) -> str:
+    """How the gold SQL came to be in the dialect, in one line of the summary."""
+    name = DIALECT_NAMES[report["dialect"]]
+    if "db_url" not in report:
+        return f"{name}: {report['gold']}"
+    return (
+        f"{name}: {report['kept']} of {report['checked']} kept (same result as on SQLite), "
+        f"{report['changed']} rewritten by transpiling"
+    )
 
 
 def print_summary(summary: dict) -> None:
@@ -112,6 +127,8 @@ def print_summary(summary: dict) -> None:
     table.add_row("examples read", str(summary["read"]))
     table.add_row("records written", str(summary["written"]))
     table.add_row("skipped", skip_counts(summary["skipped"]))
+    if "dialect" in summary:
+        table.add_row("gold SQL", dialect_line(summary["dialect"]))
     table.add_row("schemas shortened", str(summary["shortened"]))
     table.add_row("databases", str(summary["databases"]))
     stats = summary["prompt_length"]

@@ -7,6 +7,10 @@
   `ddl` instruction: about half the tokens of `ddl`, so training and prediction are cheaper (the
   quickstart uses it).
 
+With `dialect=postgres|mysql` the instructions name that dialect where they say SQLite or SQL, and
+`ddl` and `compact` write names and column types as that dialect does (`sqltune.data.dialect`);
+SQLite's prompts are unchanged.
+
 Both can add sample values, a one-shot example and a schema length budget. When a prompt is too
 long, `fit_prompt` shortens the schema, never the question: first it drops sample values, then the
 tables least related to the question (never a table the gold SQL uses). Training and prediction
@@ -21,8 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqltune.args import PromptArguments
+from sqltune.data.dialect import DIALECT_NAMES
 from sqltune.data.example import Example
 from sqltune.data.schema import Schema, Table
+from sqltune.data.transpile import column_type, identifier
 
 DBGPT_INSTRUCTION = (
     "I want you to act as a SQL terminal in front of an example database, "
@@ -58,6 +64,14 @@ DDL_ONE_SHOT = (
     "SELECT count(*) FROM employee WHERE department = 'Engineering'\n\n"
 )
 DDL_INPUT = "-- Question: {}\nSQL:"
+# Where the templates name SQLite or SQL, and how they read for another dialect ({} is its name).
+DIALECT_WORDS = (
+    ("a SQLite expert", "a {} expert"),
+    ("one SQL query", "one {} query"),
+    ("a SQL terminal", "a {} terminal"),
+    ("the sql command", "the {} command"),
+    ("the SQL response", "the {} response"),
+)
 
 _MAX_VALUE_CHARS = 40
 
@@ -93,6 +107,20 @@ def quote_identifier(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
 
 
+def schema_name(name: str, dialect: str, table: bool = False) -> str:
+    """A table (`table=True`) or column name as `ddl` and `compact` write it in the prompt's dialect."""
+    return quote_identifier(name) if dialect == "sqlite" else identifier(name, dialect, table)
+
+
+def in_dialect(template: str, dialect: str) -> str:
+    """A template as it reads for `dialect`; SQLite's text is unchanged (DB-GPT-Hub's bytes)."""
+    if dialect == "sqlite":
+        return template
+    for old, new in DIALECT_WORDS:
+        template = template.replace(old, new.format(DIALECT_NAMES[dialect]))
+    return template
+
+
 # ---- dbgpt -------------------------------------------------------------------------------------------
 def _values(column, args: PromptArguments) -> str:
     """Up to `sample_values` of the column's attached values as SQL literals ('' when none)."""
@@ -125,22 +153,22 @@ def dbgpt_schema(schema: Schema, args: PromptArguments) -> str:
 
 # ---- ddl ---------------------------------------------------------------------------------------------
 def _ddl_table(table: Table, schema: Schema, args: PromptArguments) -> str:
+    def name(text: str, table: bool = False) -> str:
+        return schema_name(text, args.dialect, table)
+
     lines = []
     for column in table.columns:
-        line = "  " + quote_identifier(column.name)
+        line = "  " + name(column.name)
         if args.include_types and column.type:
-            line += " " + column.type
+            line += " " + column_type(column.type, args.dialect)
         values = _values(column, args)
         if values:
             line += " -- e.g. " + values
         lines.append(line)
-    constraints = [
-        f"  PRIMARY KEY ({', '.join(quote_identifier(c) for c in key)})" for key in table.primary_keys
-    ]
+    constraints = [f"  PRIMARY KEY ({', '.join(name(c) for c in key)})" for key in table.primary_keys]
     if args.include_foreign_keys:
         constraints += [
-            f"  FOREIGN KEY ({quote_identifier(fk.column)}) REFERENCES "
-            f"{quote_identifier(fk.ref_table)}({quote_identifier(fk.ref_column)})"
+            f"  FOREIGN KEY ({name(fk.column)}) REFERENCES {name(fk.ref_table, True)}({name(fk.ref_column)})"
             for fk in schema.foreign_keys
             if fk.table == table.name
         ]
@@ -151,7 +179,7 @@ def _ddl_table(table: Table, schema: Schema, args: PromptArguments) -> str:
         comma = "," if index < len(body) - 1 else ""
         head, sep, comment = line.partition(" -- e.g. ")
         rendered.append(head + comma + (sep + comment if sep else ""))
-    text = f"CREATE TABLE {quote_identifier(table.name)} (\n" + "\n".join(rendered) + "\n);"
+    text = f"CREATE TABLE {name(table.name, True)} (\n" + "\n".join(rendered) + "\n);"
     rows = table.sample_rows
     if args.sample_rows > 0 and rows:
         header = " | ".join(c.name for c in table.columns)
@@ -169,21 +197,25 @@ def ddl_schema(schema: Schema, args: PromptArguments) -> str:
 # ---- compact -----------------------------------------------------------------------------------------
 def compact_schema(schema: Schema, args: PromptArguments) -> str:
     """One line per table: `name: col TYPE (PK), col (-> other.col) (e.g. 'x', 'y'), ...`."""
+
+    def name(text: str, table: bool = False) -> str:
+        return schema_name(text, args.dialect, table)
+
     lines = []
     for table in schema.tables:
         keys = {column for key in table.primary_keys for column in key}
         references = {}
         if args.include_foreign_keys:
             references = {
-                fk.column: f"{quote_identifier(fk.ref_table)}.{quote_identifier(fk.ref_column)}"
+                fk.column: f"{name(fk.ref_table, True)}.{name(fk.ref_column)}"
                 for fk in schema.foreign_keys
                 if fk.table == table.name
             }
         columns = []
         for column in table.columns:
-            text = quote_identifier(column.name)
+            text = name(column.name)
             if args.include_types and column.type:
-                text += " " + column.type
+                text += " " + column_type(column.type, args.dialect)
             if column.name in keys:
                 text += " (PK)"
             if column.name in references:
@@ -192,7 +224,7 @@ def compact_schema(schema: Schema, args: PromptArguments) -> str:
             if values:
                 text += f" (e.g. {values})"
             columns.append(text)
-        lines.append(f"{quote_identifier(table.name)}: {', '.join(columns)}")
+        lines.append(f"{name(table.name, True)}: {', '.join(columns)}")
     return "\n".join(lines)
 
 
@@ -215,9 +247,9 @@ def render_input(question: str, args: PromptArguments, evidence: str = "") -> st
 def build_prompt(example: Example, schema: Schema, args: PromptArguments) -> Prompt:
     if args.prompt_format == "dbgpt":
         template = DBGPT_ONE_SHOT_INSTRUCTION if args.one_shot else DBGPT_INSTRUCTION
-        instruction = template.format(schema_text(schema, args))
+        instruction = in_dialect(template, args.dialect).format(schema_text(schema, args))
     else:
-        instruction = DDL_INSTRUCTION.format(
+        instruction = in_dialect(DDL_INSTRUCTION, args.dialect).format(
             (DDL_ONE_SHOT if args.one_shot else "") + schema_text(schema, args)
         )
     history = [(render_input(q, args), sql) for q, sql in example.history]
@@ -301,9 +333,6 @@ def schema_budget(args: PromptArguments) -> Callable[[Prompt], bool] | None:
     if args.max_schema_chars is None:
         return None
     limit = args.max_schema_chars
-    base = (
-        len(DBGPT_INSTRUCTION.format(""))
-        if args.prompt_format == "dbgpt"
-        else len(DDL_INSTRUCTION.format(""))
-    )
+    template = DBGPT_INSTRUCTION if args.prompt_format == "dbgpt" else DDL_INSTRUCTION
+    base = len(in_dialect(template, args.dialect).format(""))
     return lambda prompt: len(prompt.instruction) - base <= limit

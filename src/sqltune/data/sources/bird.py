@@ -6,6 +6,10 @@ puts `mini_dev_sqlite.json` beside `dev_tables.json`, and copies often keep `dev
 above the tables file. The tables file is therefore looked for in `data_dir`, then in its
 subfolders; `tables=` overrides the search. The gold SQL is `SQL` in BIRD's files and `sql` in
 some copies; the evidence (BIRD's hint) and the difficulty are kept with each example.
+
+The mini-dev also ships its questions with PostgreSQL and MySQL gold SQL (`mini_dev_postgresql.json`,
+`mini_dev_mysql.json`, same questions and ids). With `dialect=postgres|mysql` that file is read when
+it is in `data_dir`, its SQL used as written (see `sqltune.data.dialect`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ QUESTION_FILES = {
     "train": ["train.json", "train/train.json"],
     "dev": ["dev.json", "mini_dev_sqlite.json", "dev/dev.json"],
 }
+DIALECT_FILES = {"postgres": "mini_dev_postgresql.json", "mysql": "mini_dev_mysql.json"}  # dev only
 
 
 def find_tables(data_dir: Path, split: str) -> Path:
@@ -35,13 +40,20 @@ def find_tables(data_dir: Path, split: str) -> Path:
     return found
 
 
-def read_bird(args: SourceArguments) -> SourceData:
+def dialect_questions(args: SourceArguments, dialect: str) -> Path | None:
+    """The mini-dev's question file with gold SQL in `dialect`, when `data_dir` holds one."""
+    if args.split != "dev" or dialect not in DIALECT_FILES:
+        return None
+    return first_file(Path(require_dir(args)), [DIALECT_FILES[dialect]])
+
+
+def read_bird(args: SourceArguments, dialect: str = "sqlite") -> SourceData:
     data_dir = Path(require_dir(args))
     if args.split not in QUESTION_FILES:
         raise ConfigError(
             f"split: unknown '{args.split}' for bird, choose one of {', '.join(QUESTION_FILES)}"
         )
-    names = QUESTION_FILES[args.split]
+    names = QUESTION_FILES[args.split] if dialect == "sqlite" else [DIALECT_FILES[dialect]]
     questions = first_file(data_dir, names)
     if questions is None:
         raise DataError(f"{data_dir}: no BIRD {args.split} file ({' or '.join(names)})")
