@@ -113,3 +113,18 @@ def test_synth_bad_inputs(args, message, demo_dir, tmp_path, capsys):
     assert main(["data", "synth", f"output={tmp_path / 'p.jsonl'}", *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_synth_on_a_server_every_sql_runs_there(server_url, demo_dir, tmp_path, capsys):
+    from sqltune.db.load import load_database
+
+    url = server_url + "bookstore"
+    load_database(demo_dir / "bookstore" / "bookstore.sqlite", url)
+    pairs = synthesize(url, 40, seed=3)
+    assert len(pairs) == 40 and {p["db_id"] for p in pairs} == {"bookstore"}
+    for pair in pairs:
+        result = execute(url, pair["sql"], timeout=10)
+        assert result.ok and result.rows, (pair["sql"], result.error)
+    output = tmp_path / "server_pairs.jsonl"
+    assert main(["data", "synth", f"db={url}", f"output={output}", "per_db=10"]) == 0
+    assert len(output.read_text().splitlines()) == 10
