@@ -177,6 +177,13 @@ class PairsArguments:
     top_k: int = field(default=50, metadata=_help("sampling: keep the k most likely tokens (0 = all)"))
     max_new_tokens: int = field(default=256, metadata=_help("most tokens per answer"))
     timeout: float = field(default=2.0, metadata=_help("seconds an answer's SQL may run"))
+    db_url: str | None = field(
+        default=None,
+        metadata=_help(
+            "run answers on this server ({db_id} where the name goes) instead of the dataset's SQLite "
+            "files; needed for datasets built with dialect=postgres|mysql"
+        ),
+    )
     kto_per_question: int = field(
         default=4, metadata=_help("KTO: most distinct model answers per question (the gold is added)")
     )
@@ -499,6 +506,13 @@ class FinetuningArguments:
     reward_timeout: float = field(
         default=2.0,
         metadata=_help("grpo, ppo: seconds a completion's SQL may run before it scores as failed"),
+    )
+    reward_db_url: str | None = field(
+        default=None,
+        metadata=_help(
+            "grpo, ppo: run answers on this server ({db_id} where the name goes) instead of the "
+            "dataset's SQLite files; needed for datasets built with dialect=postgres|mysql"
+        ),
     )
     reward_weights: str = field(
         default="1,2,3",

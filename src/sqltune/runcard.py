@@ -48,8 +48,9 @@ class RunCard:
     created: str = ""
 
     def save(self, run_dir: str | Path) -> Path:
+        """Write the card; a password in any database URL it holds is saved as ***."""
         path = Path(run_dir) / RUN_CARD
-        write_json(path, dataclasses.asdict(self), indent=2)
+        write_json(path, _hide_passwords(dataclasses.asdict(self)), indent=2)
         return path
 
     @classmethod
@@ -104,3 +105,15 @@ def git_revision(path: str | Path | None = None) -> str | None:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _hide_passwords(value: Any) -> Any:
+    from sqltune.db.urls import hide_password, is_url
+
+    if isinstance(value, str):
+        return hide_password(value) if is_url(value) else value
+    if isinstance(value, dict):
+        return {key: _hide_passwords(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_hide_passwords(item) for item in value]
+    return value

@@ -162,7 +162,7 @@ def test_grpo_leaves_out_questions_whose_database_is_missing(tiny_model_dir, grp
     assert train(tiny_model_dir, grpo_data, tmp_path / "run", *options) == 0
     stats = RunCard.load(tmp_path / "run").data_stats["mixed"]
     assert stats["dropped_no_database"] == 2 and stats["kept"] == len(QUESTIONS) - 2
-    assert "2 question(s) left out, no database file" in (tmp_path / "run" / "train.log").read_text()
+    assert "2 question(s) left out, no database in" in (tmp_path / "run" / "train.log").read_text()
     capsys.readouterr()
     for row in rows:
         row["db_id"] = "gone"
@@ -185,3 +185,27 @@ def test_grpo_needs_db_id(tiny_model_dir, grpo_data, tmp_path, capsys):
     assert err == [
         "sqltune train: error: stage=grpo needs each question's db_id: dataset 'plain' record 1 has none"
     ]
+
+
+def test_grpo_runs_answers_on_a_server_for_a_dataset_in_its_dialect(
+    tiny_model_dir, grpo_data, postgres_url, tmp_path, capsys
+):
+    from sqltune.db.load import load_databases
+
+    registry = json.loads((grpo_data / "dataset_info.json").read_text())
+    db_dir = registry["tiny_train"]["sqltune"]["db_dir"]
+    load_databases(db_dir, postgres_url + "{db_id}")
+    registry["tiny_train"]["sqltune"]["dialect"] = {"dialect": "postgres", "db_url": postgres_url + "{db_id}"}
+    (grpo_data / "dataset_info.json").write_text(json.dumps(registry))
+    options = ["stage=grpo", "dataset=tiny_train", "num_generations=2", "max_completion_length=8"]
+    assert train(tiny_model_dir, grpo_data, tmp_path / "sqlite", *options, "max_steps=1") == 2
+    assert "dataset 'tiny_train' holds postgres SQL, which runs only on its server" in capsys.readouterr().err
+    url = postgres_url.replace("postgres@", "postgres:pw-not-saved@") + "{db_id}"
+    assert (
+        train(tiny_model_dir, grpo_data, tmp_path / "run", *options, "max_steps=1", f"reward_db_url={url}")
+        == 0
+    )
+    card = RunCard.load(tmp_path / "run")
+    assert card.stage_settings["db_url"] == url.replace("pw-not-saved", "***")
+    assert sum(card.metrics["stage_signals"]["execution_outcomes"].values()) == 2
+    assert "pw-not-saved" not in (tmp_path / "run" / "sqltune_run.json").read_text()

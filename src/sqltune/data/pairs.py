@@ -41,7 +41,7 @@ from pathlib import Path
 
 from sqltune.args import ModelArguments, PairsArguments, PromptArguments
 from sqltune.config import format_help, parse_args
-from sqltune.data.records import dataset_entry, dataset_files, register, registered_db_dir
+from sqltune.data.records import dataset_entry, dataset_files, register
 from sqltune.errors import ConfigError, DataError, SqltuneWarning
 from sqltune.files import (
     check_output,
@@ -72,14 +72,6 @@ COUNTS = (
     "kto_desirable",
     "kto_undesirable",
 )
-
-
-def database_folder(entry: dict, name: str) -> Path:
-    """The folder of `<db_id>/<db_id>.sqlite` the dataset was built from (its registered db_dir)."""
-    folder = registered_db_dir(entry, name, "sqltune data pairs")
-    if not folder.is_dir():
-        raise DataError(f"dataset '{name}': its database folder {folder} does not exist")
-    return folder
 
 
 def sampling_settings(args: PairsArguments) -> dict:
@@ -345,12 +337,12 @@ def build_pairs(args: PairsArguments, quiet: bool = False) -> dict:
     counts (also printed, unless `quiet`, and saved in `<name>.counts.json`)."""
     from sqltune.runcard import RunCard
     from sqltune.train.data import prompt_settings, read_samples
-    from sqltune.train.rewards import ExecutionReward
+    from sqltune.train.rewards import ExecutionReward, reward_databases
 
     name, paths = check_outputs(args)
     card = RunCard.load(args.run_dir)
     entry = dataset_entry(args.dataset_dir, args.dataset)
-    db_dir = database_folder(entry, args.dataset)
+    databases = reward_databases({args.dataset: entry}, "sqltune data pairs", args.db_url)
     samples = read_samples(args.dataset_dir, args.dataset)
     for line, sample in enumerate(samples, 1):
         if not sample.db_id:
@@ -359,7 +351,7 @@ def build_pairs(args: PairsArguments, quiet: bool = False) -> dict:
     file = CandidateFile(paths["candidates"], settings_key(settings), args.overwrite)
     file.check(samples)
     selected = samples[: args.limit] if args.limit else samples
-    reward = ExecutionReward(db_dir, timeout=args.timeout)
+    reward = ExecutionReward(**databases, timeout=args.timeout)
     try:
         for db_id in sorted({s.db_id for s in selected}):
             reward.database(db_id)  # every database is there before the model loads, or a one-line error
@@ -377,7 +369,7 @@ def build_pairs(args: PairsArguments, quiet: bool = False) -> dict:
         "source": "pairs",
         "from_dataset": args.dataset,
         "run_dir": str(Path(args.run_dir).resolve()),
-        "db_dir": str(db_dir.resolve()),
+        **reward.where(),
     }
     write_jsonl(paths["pairs"], pairs)
     write_jsonl(paths["kto"], kto)

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 from sqltune.args import DataArguments, FinetuningArguments, ModelArguments
-from sqltune.data.records import dataset_entry, registered_db_dir
+from sqltune.data.records import dataset_entry
 from sqltune.errors import ConfigError, DataError
 from sqltune.models.encoding import encode_prompt
 from sqltune.models.templates import Template
 from sqltune.train.data import Sample, fit_sample, prompt_settings, read_samples
-from sqltune.train.rewards import ExecutionReward
+from sqltune.train.rewards import ExecutionReward, reward_databases
 from sqltune.train.stage import (
     SavesPolicyOnly,
     StageRun,
@@ -41,18 +40,10 @@ logger = logging.getLogger("sqltune")
 GRPO_SIGNALS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")
 
 
-def database_folder(dataset_dir: str | Path, names: list[str], stage: str = "grpo") -> Path:
-    """The one folder of `<db_id>/<db_id>.sqlite` databases the datasets were built from (`stage`
-    names the stage that executes answers, in the error messages)."""
-    folders = {
-        str(registered_db_dir(dataset_entry(dataset_dir, name), name, f"stage={stage}").resolve())
-        for name in names
-    }
-    if len(folders) > 1:
-        raise ConfigError(
-            f"stage={stage}: the datasets use different database folders ({', '.join(sorted(folders))})"
-        )
-    return Path(folders.pop())
+def reward_target(data_args, stage: str, db_url: str | None) -> dict:
+    """Where the execution reward runs the datasets' answers (`rewards.reward_databases`)."""
+    entries = {name: dataset_entry(data_args.dataset_dir, name) for name in data_args.dataset_names}
+    return reward_databases(entries, f"stage={stage}", db_url)
 
 
 def fit_prompt_ids(sample: Sample, template: Template, tokenizer, budget: int) -> list[int] | None:
@@ -93,7 +84,7 @@ def build(
                 return super()._generate_single_turn(*args, **kwargs)
 
     names = data_args.dataset_names
-    db_dir = database_folder(data_args.dataset_dir, names)
+    databases = reward_target(data_args, "grpo", finetuning_args.reward_db_url)
     config = trl_config(
         GRPOConfig,
         training_args,
@@ -112,7 +103,9 @@ def build(
     prompt_ids: dict[str, list[int]] = {}
     data_stats = {}
     reward = ExecutionReward(
-        db_dir, timeout=finetuning_args.reward_timeout, weights=finetuning_args.execution_reward_weights()
+        **databases,
+        timeout=finetuning_args.reward_timeout,
+        weights=finetuning_args.execution_reward_weights(),
     )
     missing: set[str] = set()
     for name in names:
@@ -141,9 +134,9 @@ def build(
     if missing:
         dropped = sum(stats["dropped_no_database"] for stats in data_stats.values())
         logger.warning(
-            "stage=grpo: %d question(s) left out, no database file under %s for: %s",
+            "stage=grpo: %d question(s) left out, no database in %s for: %s",
             dropped,
-            db_dir,
+            next(iter(reward.where().values())),
             ", ".join(sorted(missing)),
         )
     if not rows["prompt"]:
@@ -169,7 +162,7 @@ def build(
         "reward": "execution",
         "reward_weights": dataclasses.asdict(reward.weights),
         "reward_timeout_s": finetuning_args.reward_timeout,
-        "db_dir": str(db_dir),
+        **reward.where(),
         "reference": reference_description(trainer) if config.beta else "none (beta=0)",
     }
 

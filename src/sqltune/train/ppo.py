@@ -72,7 +72,7 @@ from sqltune.errors import ConfigError, DataError
 from sqltune.files import atomic_path
 from sqltune.models.templates import Template
 from sqltune.train.data import prompt_settings, read_samples
-from sqltune.train.grpo import database_folder, fit_prompt_ids
+from sqltune.train.grpo import fit_prompt_ids, reward_target
 from sqltune.train.ppo_math import (
     ValueHead,
     compute_rewards,
@@ -582,7 +582,7 @@ def build(
     names = data_args.dataset_names
     run_settings: dict[str, Any] = dataclasses.asdict(settings)
     if execution:
-        db_dir = database_folder(data_args.dataset_dir, names, stage="ppo")
+        databases = reward_target(data_args, "ppo", finetuning_args.reward_db_url)
     else:
         scorer = reward_model_scorer(finetuning_args.reward_model, template, tokenizer, training_args)
         run_settings["reward"] = f"reward model {Path(finetuning_args.reward_model).resolve()}"
@@ -599,7 +599,7 @@ def build(
         )
     if execution:
         reward = ExecutionReward(
-            db_dir,
+            **databases,
             timeout=finetuning_args.reward_timeout,
             weights=finetuning_args.execution_reward_weights(),
         )
@@ -610,7 +610,7 @@ def build(
             reward="execution",
             reward_weights=dataclasses.asdict(reward.weights),
             reward_timeout_s=finetuning_args.reward_timeout,
-            db_dir=str(db_dir),
+            **reward.where(),
         )
     model, _ = load_policy(model_args, finetuning_args, training_args, trl=False)
     ref_model = attach_reference(model, model_args, settings.kl_coef)

@@ -135,6 +135,12 @@ class ExecutionReward:
             self._unreachable[db_id] = failed[0] if failed else None
         return self._unreachable[db_id]
 
+    def where(self) -> dict[str, str]:
+        """Where the answers run, for run cards and logs (a server's password hidden)."""
+        from sqltune.db.urls import hide_password
+
+        return {"db_url": hide_password(self.db_url)} if self.db_url else {"db_dir": str(self.db_dir)}
+
     def has_database(self, db_id: str) -> bool:
         return self._why_missing(db_id) is None
 
@@ -191,3 +197,31 @@ class ExecutionReward:
 
     def close(self) -> None:
         self.executor.close()
+
+
+def reward_databases(entries: dict[str, dict], needed_by: str, db_url: str | None = None) -> dict:
+    """Where the execution reward runs the datasets' SQL, as `ExecutionReward`'s keyword: `db_url`
+    when given, else the one folder of SQLite files the datasets were built from (their registered
+    db_dir). A dataset whose gold SQL is in a server's dialect (`sqltune data dialect=...`) cannot
+    run on the SQLite files, so it needs the server."""
+    from sqltune.data.records import registered_db_dir
+
+    if db_url:
+        return {"db_url": db_url}
+    for name, entry in entries.items():
+        built = entry.get("sqltune", {}).get("dialect") or {}
+        if built.get("dialect", "sqlite") != "sqlite":
+            where = f" (it was checked on {built['db_url']})" if built.get("db_url") else ""
+            raise ConfigError(
+                f"{needed_by}: dataset '{name}' holds {built['dialect']} SQL, which runs only on its "
+                f"server: give the server's URL with {{db_id}}{where}"
+            )
+    folders = {str(registered_db_dir(entry, name, needed_by).resolve()) for name, entry in entries.items()}
+    if len(folders) > 1:
+        raise ConfigError(
+            f"{needed_by}: the datasets use different database folders ({', '.join(sorted(folders))})"
+        )
+    folder = Path(folders.pop())
+    if not folder.is_dir():
+        raise DataError(f"{needed_by}: the database folder {folder} does not exist")
+    return {"db_dir": folder}
