@@ -78,33 +78,94 @@ def choose_run(args: AskArguments) -> None:
     print(f"using the fine-tuned run {args.run_dir} (run_dir=... chooses another)", file=sys.stderr)
 
 
+class Asker:
+    """A model held open to answer questions about databases: `sqltune ask`, the API server's
+    `/v1/sql` and the web UI's Ask tab all use it.
+
+    Each question is prompted exactly as the model was trained (the run's prompt options and
+    template, within its token budget) over the schema read from the database itself (cached per
+    database), and the SQL runs read-only with a time limit and a row cap (`sqltune.db`).
+    `ask_many` answers several questions in one batched generation.
+    """
+
+    def __init__(
+        self,
+        source,
+        settings: GeneratingArguments,
+        prompt: PromptArguments | None = None,
+        dtype: str = "auto",
+        cutoff_len: int | None = None,
+        batch_size: int = 1,
+    ):
+        from sqltune.infer.engine import open_engine
+        from sqltune.infer.questions import prompt_arguments_from_card, token_budget
+        from sqltune.models.templates import get_template
+
+        self.source = source
+        self.settings = settings
+        self.prompt_args = prompt_arguments_from_card(source.card) or prompt or PromptArguments()
+        self.engine = open_engine(source, dtype=dtype, batch_size=batch_size)
+        self.template = get_template(source.template, self.engine.tokenizer)
+        self.budget = token_budget(cutoff_len, source.card, settings.max_new_tokens)
+        self._schemas: dict[str, object] = {}
+
+    def schema(self, db: str):
+        """The database's schema as prompts show it (read once per database)."""
+        if db not in self._schemas:
+            self._schemas[db] = read_schema(db, self.prompt_args)
+        return self._schemas[db]
+
+    def prompt_ids(self, db: str, question: str) -> list[int]:
+        from sqltune.data.example import Example
+        from sqltune.models.encoding import fit_to_budget
+
+        schema = self.schema(db)
+        example = Example(id="ask", db_id=schema.db_id, question=question, sql="")
+        fitted = fit_to_budget(
+            example, schema, self.prompt_args, self.template, self.engine.tokenizer, self.budget
+        )
+        return fitted.prompt_ids
+
+    def ask_many(
+        self,
+        questions: list[tuple[str, str]],
+        timeout: float = 10.0,
+        max_rows: int = 20,
+        settings: GeneratingArguments | None = None,
+        execute_sql: bool = True,
+    ) -> list[Reply]:
+        """Answer (database, question) pairs together; replies in the same order."""
+        from sqltune.infer.answers import answer
+
+        settings = settings or self.settings
+        prompts = [self.prompt_ids(db, question) for db, question in questions]
+        # a server URL has no db_path: execution-guided candidates run on the server itself
+        targets = [self.schema(db).db_path or db for db, _ in questions]
+        replies: list[Reply | None] = [None] * len(questions)
+        for batch in answer(self.engine, prompts, settings, targets):
+            for index, reply in batch:
+                if not QUERY_START.match(reply.sql):
+                    result = QueryResult(error=NOT_SQL)
+                elif execute_sql:
+                    result = execute(targets[index], reply.sql, timeout=timeout, max_rows=max_rows)
+                else:
+                    result = QueryResult()
+                replies[index] = Reply(reply.sql, reply.raw, result)
+        return replies
+
+    def ask(self, db: str, question: str, timeout: float = 10.0, max_rows: int = 20) -> Reply:
+        return self.ask_many([(db, question)], timeout, max_rows)[0]
+
+
 def ask(
     args: AskArguments, settings: GeneratingArguments, model_args: ModelArguments, prompt: PromptArguments
 ) -> Reply:
-    from sqltune.data.example import Example
-    from sqltune.infer.answers import answer
-    from sqltune.infer.engine import model_source, open_engine
-    from sqltune.infer.questions import prompt_arguments_from_card, token_budget
-    from sqltune.models.encoding import fit_to_budget
-    from sqltune.models.templates import get_template
+    from sqltune.infer.engine import model_source
 
     check_input(args)
     source = model_source(args.run_dir, model_args)
-    prompt_args = prompt_arguments_from_card(source.card) or prompt
-    schema = read_schema(args.db, prompt_args)
-    engine = open_engine(source, dtype=args.infer_dtype, batch_size=1)
-    template = get_template(source.template, engine.tokenizer)
-    budget = token_budget(args.cutoff_len, source.card, settings.max_new_tokens)
-    example = Example(id="ask", db_id=schema.db_id, question=args.question, sql="")
-    fitted = fit_to_budget(example, schema, prompt_args, template, engine.tokenizer, budget)
-    # a server URL has no db_path: execution-guided candidates run on the server itself
-    ((_, reply),) = next(answer(engine, [fitted.prompt_ids], settings, [schema.db_path or args.db]))
-    if not QUERY_START.match(reply.sql):
-        result = QueryResult(error=NOT_SQL)
-    else:
-        target = schema.db_path or args.db
-        result = execute(target, reply.sql, timeout=args.timeout, max_rows=args.max_rows)
-    return Reply(reply.sql, reply.raw, result)
+    asker = Asker(source, settings, prompt, dtype=args.infer_dtype, cutoff_len=args.cutoff_len)
+    return asker.ask(args.db, args.question, args.timeout, args.max_rows)
 
 
 def preview(text: str) -> str:
