@@ -830,6 +830,14 @@ class RunArguments:
     infer_dtype: str = field(default="auto", metadata=_help(f"one of {', '.join(INFER_DTYPES)}"))
     before: bool = field(default=True, metadata=_help("also score the base model before fine-tuning"))
     eval_timeout: float = field(default=30.0, metadata=_help("seconds a query may run when scoring"))
+    db_url: str | None = field(
+        default=None,
+        metadata=_help(
+            "dialect=postgres|mysql: the server to run on, {db_id} where the database name goes "
+            "(postgresql://user@host:5432/{db_id}): the run loads its databases there, checks the "
+            "gold SQL, scores EX (no EM) and runs the later stages' answers there"
+        ),
+    )
     stages: list | None = field(
         default=None,
         metadata=_help(
@@ -839,6 +847,7 @@ class RunArguments:
     )
 
     def __post_init__(self) -> None:
+        from sqltune.db.urls import is_url
         from sqltune.errors import ConfigError
 
         _check_choice("source", self.source, RUN_SOURCES)
@@ -850,3 +859,5 @@ class RunArguments:
         check_synth_sizes(self.synth_pairs, self.holdout)
         if self.cutoff_len < 8 or self.infer_batch_size < 1:
             raise ConfigError("cutoff_len must be >= 8 and infer_batch_size >= 1")
+        if self.db_url is not None and not is_url(self.db_url):
+            raise ConfigError(f"db_url: '{self.db_url}' is not a URL (postgresql://user@host:5432/{{db_id}})")

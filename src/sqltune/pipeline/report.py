@@ -5,6 +5,10 @@
 settings that produced them. With later stages (`stages:`, `sqltune.pipeline.stages`) it also holds
 `stages`: per entry the same scores, the stage, the run it started from, its training metrics and the
 stage's own signals. `report.png` shows the training loss curve beside EX by hardness.
+
+A run on a database server (`dialect=postgres|mysql db_url=...`) scores EX there and no EM (the gold
+SQL is in the server's dialect, and exact match parses SQLite SQL), so `em` is null, the tables leave
+the EM column out, and `evaluation` names the server (password hidden) and why EM is missing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from sqltune.files import write_json, write_text
 from sqltune.runcard import RunCard
 
 LABELS = {"before": "before (base model)", "after": "after fine-tuning"}
+NO_EM = "not computed: the gold SQL is in the server's dialect, and exact match parses SQLite SQL"
 
 
 def _rate(score: dict | None) -> float | None:
@@ -31,12 +36,15 @@ def scores(evaluation: dict) -> dict:
         entry = levels[name]
         return {"ex": _rate(entry["exec"]), "em": _rate(entry["exact"]), "n": entry["count"]}
 
-    return {
+    found = {
         **level("all"),
         "by_hardness": {name: level(name) for name in LEVELS if levels[name]["count"]},
         "errors": evaluation["summary"]["errors"],
         "questions_per_second": evaluation["prediction"]["questions_per_second"],
     }
+    if "gold_failed_on_server" in levels["all"]:  # unscored: the gold query failed on the server
+        found["gold_failed_on_server"] = levels["all"]["gold_failed_on_server"]
+    return found
 
 
 TRAIN_METRICS = ("train_examples", "train_steps", "train_tokens", "train_loss", "train_runtime_s")
@@ -72,6 +80,7 @@ def write_reports(
         "finetuning_type": card.finetuning_type,
         "template": card.template,
         "prompt_format": card.prompt_format,
+        "dialect": card.prompt_options.get("dialect", "sqlite"),
         "datasets": card.datasets,
         "train": {k: card.metrics.get(k) for k in TRAIN_METRICS},
         "precision": card.precision.get("used"),
@@ -82,6 +91,9 @@ def write_reports(
     report["evaluation"] = {
         k: settings[k] for k in ("gold", "database_variant", "timeout", "evaluator_version")
     }
+    if settings.get("db_url"):  # already with the password hidden (sqltune.evaluate.run)
+        report["evaluation"]["db_url"] = settings["db_url"]
+        report["evaluation"]["exact_match"] = NO_EM
     write_json(run_dir / "report.json", report)
     plot(run_dir / "report.png", run_dir / "trainer_state.json", report)
     write_text(run_dir / "report.md", markdown(report))
@@ -97,7 +109,13 @@ def minutes(seconds: float) -> str:
 def time_line(run: dict) -> str:
     """One line: the wall time of the whole run and of its steps, and what trained."""
     timing = run["timing"]
-    names = {"data_s": "data", "train_s": "training", "before_s": "base model", "after_s": "fine-tuned"}
+    names = {
+        "db_load_s": "db load",
+        "data_s": "data",
+        "train_s": "training",
+        "before_s": "base model",
+        "after_s": "fine-tuned",
+    }
     steps = ", ".join(f"{names[k]} {minutes(timing[k])}" for k in names if k in timing)
     for name in run.get("stages", []):  # later stages: training, then scoring
         spent = timing.get(f"{name}_train_s", 0) + timing.get(f"{name}_s", 0)
@@ -116,6 +134,11 @@ def columns(report: dict) -> list[tuple[str, dict]]:
         label = f"after {entry['stage']}" if name == entry["stage"] else f"after {name} ({entry['stage']})"
         found.append((label, entry))
     return found
+
+
+def has_em(report: dict) -> bool:
+    """Whether any model of the report has an exact-match score (none on a server)."""
+    return any(entry["em"] is not None for _, entry in columns(report))
 
 
 def _fmt(value: float | None) -> str:
@@ -140,34 +163,36 @@ def markdown(report: dict) -> str:
         "",
         time_line(run) + ".",
         "",
-        "| | EX | EM | questions |",
-        "| --- | ---: | ---: | ---: |",
     ]
-    lines += [
-        f"| {label} | {_fmt(entry['ex'])} | {_fmt(entry['em'])} | {entry['n']} |" for label, entry in models
-    ]
+    keys = ("ex", "em") if has_em(report) else ("ex",)
+    lines += ["| | " + " | ".join(k.upper() for k in keys) + " | questions |"]
+    lines += ["| --- |" + " ---: |" * (len(keys) + 1)]
+    for label, entry in models:
+        lines.append(f"| {label} | " + " | ".join(_fmt(entry[k]) for k in keys) + f" | {entry['n']} |")
     if "before" in report:
-        lines.append(f"| gain | {_gain(report, 'ex')} | {_gain(report, 'em')} | |")
-    lines += stage_lines(report)
-    lines += [
-        "",
-        "By hardness (EX / EM):",
-        "",
-        "| hardness | questions | " + " | ".join(label for label, _ in models) + " |",
-    ]
-    lines.append("| --- | ---: |" + " ---: |" * len(models))
-    for level, entry in report["after"]["by_hardness"].items():
-        cells = [
-            f"{_fmt(scored['by_hardness'][level]['ex'])} / {_fmt(scored['by_hardness'][level]['em'])}"
-            for _, scored in models
+        lines.append("| gain | " + " | ".join(_gain(report, k) for k in keys) + " | |")
+    lines += stage_lines(report, keys)
+    if report["after"]["by_hardness"]:  # none on a server: hardness parses SQLite SQL
+        lines += [
+            "",
+            f"By hardness ({' / '.join(k.upper() for k in keys)}):",
+            "",
+            "| hardness | questions | " + " | ".join(label for label, _ in models) + " |",
         ]
-        lines.append(f"| {level} | {entry['n']} | " + " | ".join(cells) + " |")
+        lines.append("| --- | ---: |" + " ---: |" * len(models))
+        for level, entry in report["after"]["by_hardness"].items():
+            cells = [" / ".join(_fmt(scored["by_hardness"][level][k]) for k in keys) for _, scored in models]
+            lines.append(f"| {level} | {entry['n']} | " + " | ".join(cells) + " |")
     evaluation = report["evaluation"]
+    where = f" on the server {evaluation['db_url']}" if evaluation.get("db_url") else ""
+    meaning = (
+        f"EM {evaluation['exact_match']}" if "exact_match" in evaluation else "EM = Spider exact set match"
+    )
     lines += [
         "",
-        f"Evaluated with {evaluation['evaluator_version']} against {evaluation['gold']} "
+        f"Evaluated with {evaluation['evaluator_version']} against {evaluation['gold']}{where} "
         f"({evaluation['database_variant']}, {evaluation['timeout']} s per query); EX = execution match, "
-        "EM = Spider exact set match.",
+        f"{meaning}.",
         "",
         "![training loss and EX by hardness](report.png)",
         "",
@@ -175,25 +200,24 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def stage_lines(report: dict) -> list[str]:
-    """Markdown: each later stage's gain over the SFT run and its training, in a few words."""
+def stage_lines(report: dict, keys: tuple[str, ...] = ("ex", "em")) -> list[str]:
+    """Markdown: each later stage's gain over the SFT run and its training, in a few words; `keys`:
+    the scores the report has (EX, and EM unless the run was scored on a server)."""
     if not report.get("stages"):
         return []
     sft = report["after"]
     lines = ["", "Later stages, each against the SFT run (`after`):", ""]
     lines += [
-        "| stage | EX gain | EM gain | steps | training s | signals |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        "| stage | " + " | ".join(f"{k.upper()} gain" for k in keys) + " | steps | training s | signals |",
+        "| --- |" + " ---: |" * len(keys) + " ---: | ---: | --- |",
     ]
     for name, entry in report["stages"].items():
         signals = ", ".join(
             f"{key} {value:.3g}" for key, value in entry["signals"].items() if isinstance(value, (int, float))
         )
-        gains = [
-            "-" if entry[k] is None or sft[k] is None else f"{entry[k] - sft[k]:+.3f}" for k in ("ex", "em")
-        ]
+        gains = ["-" if entry[k] is None or sft[k] is None else f"{entry[k] - sft[k]:+.3f}" for k in keys]
         lines.append(
-            f"| {name} | {gains[0]} | {gains[1]} | {entry['train']['train_steps']} | "
+            f"| {name} | {' | '.join(gains)} | {entry['train']['train_steps']} | "
             f"{entry['train']['train_runtime_s']} | {signals or '-'} |"
         )
     return lines
@@ -235,14 +259,17 @@ def print_table(report: dict, run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    keys = ("ex", "em") if has_em(report) else ("ex",)
     table = Table(title=f"sqltune run: {run_dir}")
-    for column in ("", "EX", "EM", "questions"):
+    for column in ("", *(k.upper() for k in keys), "questions"):
         table.add_column(column, justify="right" if column else "left")
     for label, scored in columns(report):
-        table.add_row(label, _fmt(scored["ex"]), _fmt(scored["em"]), str(scored["n"]))
+        table.add_row(label, *(_fmt(scored[k]) for k in keys), str(scored["n"]))
     if "before" in report:
-        table.add_row("gain", _gain(report, "ex"), _gain(report, "em"), "")
+        table.add_row("gain", *(_gain(report, k) for k in keys), "")
     console = Console()  # the result of the whole command: stdout
     console.print(table)
+    if "db_url" in report["evaluation"]:
+        console.print(f"EX on the server {report['evaluation']['db_url']}; EM {NO_EM}")
     console.print(time_line(report["run"]))
     console.print(f"report: {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")

@@ -23,6 +23,10 @@ the training questions with their SQL; never the held-out databases). dpo, kto, 
 `dataset`, `sqltune data pairs` samples `pairs.num_candidates` answers per training question from the
 starting model, executes them and writes `data/<name>_pairs` (and `<name>_pairs_kto` for kto).
 
+On a server (`sqltune run dialect=postgres|mysql db_url=...`) the training questions' SQL is the
+server's, so the answers run there too: grpo and ppo entries get `reward_db_url` (unless the entry
+gives its own) and execution pairs `db_url`, the run's URL.
+
 A ppo entry's `reward_model` may name an earlier rm entry (`reward_model: rm`), which then scores
 its answers; without one, ppo uses the execution reward like grpo. Every entry but rm (a reward
 model writes no SQL; its accuracy and margin are reported) is scored like "after" (`predictions/<name>.jsonl`, `eval/<name>.json`) and reported
@@ -44,6 +48,8 @@ from sqltune.runcard import RUN_CARD, RunCard
 
 # stages that train on the recipe's own training questions; the pair stages get execution pairs
 QUESTION_STAGES = ("sft", "grpo", "ppo")
+# stages whose execution reward runs the model's answers (on the run's server, when it has one)
+REWARDED_STAGES = ("grpo", "ppo")
 RESERVED = ("before", "after", "sft")
 
 # what an entry trains with when neither it nor the pipeline's own options say otherwise:
@@ -68,7 +74,7 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {"learning_rate": 5e-5, "max_steps": 20, "max_completion_length": 64},
 }
 # `sqltune data pairs` keys that the pipeline sets itself
-PAIRS_SET_BY_RUN = ("run_dir", "dataset", "dataset_dir", "output_dir", "dataset_name", "overwrite")
+PAIRS_SET_BY_RUN = ("run_dir", "dataset", "dataset_dir", "output_dir", "dataset_name", "overwrite", "db_url")
 # keys of an entry that are the pipeline's own, not `sqltune train` options
 ENTRY_KEYS = ("stage", "name", "from", "dataset", "pairs")
 
@@ -146,14 +152,18 @@ def stage_arguments(
     training,
     start_dir: Path,
     stage_dir: Path,
+    db_url: str | None = None,
 ) -> tuple[ModelArguments, FinetuningArguments, Any]:
-    """The model, fine-tuning and training arguments of one entry."""
+    """The model, fine-tuning and training arguments of one entry; `db_url`: the run's server, where
+    a grpo or ppo entry's execution reward runs the answers."""
     card = RunCard.load(start_dir)
     if card.finetuning_type == "lora":
         model = dataclasses.replace(model_args, adapter_name_or_path=str(start_dir))
     else:  # a whole model: train it further
         model = dataclasses.replace(model_args, model_name_or_path=str(start_dir), adapter_name_or_path=None)
     options = dict(plan.finetuning)
+    if db_url and plan.stage in REWARDED_STAGES:
+        options.setdefault("reward_db_url", db_url)
     if plan.reward_entry:  # an rm entry of this run scores the ppo entry's answers
         options["reward_model"] = str(stage_dir.parent / plan.reward_entry)
     tuning = dataclasses.replace(finetuning, stage=plan.stage, **options)
@@ -180,6 +190,7 @@ def stage_dataset(
 
     name = f"{plan.name}_pairs"
     options = {"seed": seed, "max_new_tokens": max_new_tokens, "infer_dtype": run.infer_dtype, **plan.pairs}
+    options["db_url"] = run.db_url  # the gold SQL is the server's there: the answers run there too
     args = PairsArguments(
         run_dir=str(start_dir),
         dataset=train_name,
@@ -234,7 +245,9 @@ def train_stage(
         return stage_dir, False
     data_dir = run_dir / "data"
     dataset = stage_dataset(plan, start_dir, data_dir, train_name, training.seed, run, max_new_tokens)
-    model, tuning, trained = stage_arguments(plan, model_args, finetuning, training, start_dir, stage_dir)
+    model, tuning, trained = stage_arguments(
+        plan, model_args, finetuning, training, start_dir, stage_dir, run.db_url
+    )
     data_args = DataArguments(dataset=dataset, dataset_dir=str(data_dir), cutoff_len=run.cutoff_len)
     run_train(model, data_args, tuning, trained)
     return stage_dir, True

@@ -229,8 +229,9 @@ def build_features(
 
 
 def prompt_settings(dataset_dir: str | Path, names: list[str]) -> PromptArguments | None:
-    """The one prompt format the datasets were built with (None for datasets not built by sqltune);
-    a model must be trained on a single format, since prediction can only use one."""
+    """The one prompt format and SQL dialect the datasets were built with (None for datasets not
+    built by sqltune); a model must be trained on a single one of each, since prediction can only
+    prompt one way (the run card records these settings) and its answers run on one kind of database."""
     found: dict[str, PromptArguments] = {}
     for name in names:
         entry = dataset_entry(dataset_dir, name)
@@ -243,6 +244,10 @@ def prompt_settings(dataset_dir: str | Path, names: list[str]) -> PromptArgument
         raise ConfigError(
             f"datasets use different prompt formats ({', '.join(sorted(formats))}); train on one"
         )
+    dialects = {p.dialect for p in found.values()}  # datasets from before dialects: sqlite
+    if len(dialects) > 1:
+        built = ", ".join(f"{name}: {p.dialect}" for name, p in found.items())
+        raise ConfigError(f"datasets are in different SQL dialects ({built}); train on one dialect")
     return next(iter(found.values()), None)
 
 
