@@ -368,6 +368,23 @@ class ModelArguments:
     trust_remote_code: bool = field(
         default=False, metadata=_help("allow model code shipped with the checkpoint")
     )
+    shift_attn: bool = field(
+        default=False,
+        metadata=_help(
+            "LongLoRA's shifted sparse attention (S2-Attn) while training, llama-family models: "
+            "attention within groups of group_size_ratio of the sequence (inference attends as usual)"
+        ),
+    )
+    group_size_ratio: float = field(
+        default=0.25, metadata=_help("shift_attn: group size as a fraction of the sequence (paper: 1/4)")
+    )
+    mixture_of_depths: str | None = field(
+        default=None,
+        metadata=_help(
+            "convert (a model to Mixture-of-Depths) or load (a converted one), with the mixture-of-depth "
+            "package; not usable with transformers 5 (docs/training.md)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         from sqltune.errors import ConfigError
@@ -379,6 +396,17 @@ class ModelArguments:
         _check_choice("quantization_type", self.quantization_type, ("nf4", "fp4"))
         if self.rope_factor <= 1.0 and self.rope_scaling:
             raise ConfigError("rope_factor: must be > 1 to extend the context")
+        if not 0 < self.group_size_ratio <= 1:
+            raise ConfigError("group_size_ratio: must be in (0, 1]")
+        if self.shift_attn and self.attn_implementation not in (None, "sdpa", "eager"):
+            raise ConfigError(
+                f"shift_attn=true brings its own attention: leave out attn_implementation={self.attn_implementation}"
+            )
+        _check_choice("mixture_of_depths", self.mixture_of_depths, ("convert", "load"))
+        if self.mixture_of_depths:
+            from sqltune.train.methods.mod import require_mixture_of_depths
+
+            require_mixture_of_depths(self.mixture_of_depths)
 
 
 @dataclass
@@ -472,8 +500,85 @@ class FinetuningArguments:
         default=None,
         metadata=_help("freeze: modules outside the layers to train too (e.g. norm,embed_tokens)"),
     )
+    use_llama_pro: bool = field(
+        default=False,
+        metadata=_help(
+            "LLaMA Pro (freeze or lora): train only the blocks `sqltune expand` inserted; "
+            "freeze_trainable_layers = its num_expand"
+        ),
+    )
     loss_chunk_size: int = field(
         default=1024, metadata=_help("response positions per chunk of the LM head in the loss (memory bound)")
+    )
+    # full-parameter methods with less optimizer memory (sqltune.train.methods.optimizers); names
+    # and defaults are LLaMA-Factory's
+    use_galore: bool = field(
+        default=False,
+        metadata=_help("GaLore: full fine-tuning, Adam state in a low-rank gradient subspace (needs full)"),
+    )
+    galore_rank: int = field(default=16, metadata=_help("GaLore: rank of the projected gradients"))
+    galore_target: str = field(
+        default="all",
+        metadata=_help("GaLore: linear modules projected, comma-separated, or all (all but the head)"),
+    )
+    galore_update_interval: int = field(
+        default=200, metadata=_help("GaLore: steps between recomputing the projection (a gradient SVD)")
+    )
+    galore_scale: float = field(default=2.0, metadata=_help("GaLore: scale of the projected update"))
+    galore_proj_type: str = field(
+        default="std", metadata=_help("GaLore: std, reverse_std, right, left or full")
+    )
+    galore_layerwise: bool = field(
+        default=False,
+        metadata=_help("GaLore: update each weight in the backward pass (less memory; one process)"),
+    )
+    use_apollo: bool = field(
+        default=False,
+        metadata=_help("APOLLO: full fine-tuning with SGD-like memory, AdamW-like updates (needs full)"),
+    )
+    apollo_rank: int = field(default=16, metadata=_help("APOLLO: rank of the projected gradients"))
+    apollo_target: str = field(
+        default="all",
+        metadata=_help("APOLLO: linear modules projected, comma-separated, or all (all but the head)"),
+    )
+    apollo_update_interval: int = field(
+        default=200, metadata=_help("APOLLO: steps between renewing the projection")
+    )
+    apollo_scale: float = field(default=32.0, metadata=_help("APOLLO: scale of the update"))
+    apollo_proj: str = field(default="random", metadata=_help("APOLLO: projection, random or svd"))
+    apollo_proj_type: str = field(default="std", metadata=_help("APOLLO: std, right or left"))
+    apollo_scale_type: str = field(
+        default="channel", metadata=_help("APOLLO: gradient scaling per channel or per tensor")
+    )
+    apollo_layerwise: bool = field(
+        default=False,
+        metadata=_help("APOLLO: update each weight in the backward pass (less memory; one process)"),
+    )
+    use_badam: bool = field(
+        default=False,
+        metadata=_help("BAdam: full fine-tuning a block at a time, Adam state for that block (needs full)"),
+    )
+    badam_mode: str = field(
+        default="layer",
+        metadata=_help("BAdam: layer (one decoder layer at a time) or ratio (a fraction of every weight)"),
+    )
+    badam_start_block: int | None = field(
+        default=None, metadata=_help("BAdam layer: the decoder layer trained first (default: by switch mode)")
+    )
+    badam_switch_mode: str = field(
+        default="ascending", metadata=_help("BAdam layer: next block ascending, descending, random or fixed")
+    )
+    badam_switch_interval: int = field(
+        default=50, metadata=_help("BAdam: optimizer steps per block (ratio: before the mask moves on)")
+    )
+    badam_update_ratio: float = field(
+        default=0.05, metadata=_help("BAdam ratio: fraction of every weight's entries updated")
+    )
+    badam_mask_mode: str = field(
+        default="adjacent", metadata=_help("BAdam ratio: adjacent entries or scatter (random entries)")
+    )
+    badam_verbose: int = field(
+        default=0, metadata=_help("BAdam: 0 quiet, 1 print the trained block, 2 also its parameters")
     )
     # TRL's own names for the knobs of the later stages; None leaves TRL's default
     beta: float | None = field(
@@ -594,8 +699,19 @@ class FinetuningArguments:
             self.lora_alpha = 2 * self.lora_rank
         if self.pissa_init and self.loftq_init:
             raise ConfigError("choose one of pissa_init and loftq_init")
+        if self.use_llama_pro and self.finetuning_type == "full":
+            raise ConfigError("use_llama_pro trains only the expanded blocks: finetuning_type=freeze or lora")
+        if self.use_llama_pro and self.freeze_trainable_layers < 1:
+            raise ConfigError(
+                "use_llama_pro: freeze_trainable_layers is the num_expand of `sqltune expand` (>= 1)"
+            )
+        if self.use_llama_pro and self.lora_layers is not None:
+            raise ConfigError("use_llama_pro chooses the layers itself: leave out lora_layers")
         if self.loss_chunk_size < 1:
             raise ConfigError("loss_chunk_size: must be >= 1")
+        from sqltune.train.methods.optimizers import check_keys
+
+        check_keys(self)  # GaLore, APOLLO, BAdam
         if self.pref_ftx < 0:
             raise ConfigError("pref_ftx: must be >= 0")
         if self.num_generations is not None and self.num_generations < 2:
@@ -779,6 +895,31 @@ class ExportArguments:
 
 
 @dataclass
+class ExpandArguments:
+    """`sqltune expand`: LLaMA Pro block expansion, a model with zero-initialised copies of its layers."""
+
+    model_name_or_path: str = field(
+        default="smollm2-135m",
+        metadata=_help("model directory, a .gguf file, or 'smollm2-135m' (the embedded default)"),
+    )
+    num_expand: int | None = field(
+        default=None,
+        metadata=_help("layers to insert, one after every L/num_expand of the L layers (must divide L)"),
+    )
+    output_dir: str | None = field(default=None, metadata=_help("folder for the expanded model"))
+    trust_remote_code: bool = field(
+        default=False, metadata=_help("allow model code shipped with the checkpoint")
+    )
+    overwrite: bool = field(default=False, metadata=_help("replace an existing output_dir"))
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        if self.num_expand is not None and self.num_expand < 1:
+            raise ConfigError("num_expand: must be >= 1")
+
+
+@dataclass
 class AskArguments:
     """`sqltune ask`: one question about a live database, answered with SQL and its rows."""
 
@@ -798,6 +939,112 @@ class AskArguments:
         from sqltune.errors import ConfigError
 
         _check_choice("infer_dtype", self.infer_dtype, INFER_DTYPES)
+        if self.max_rows < 1 or self.timeout <= 0:
+            raise ConfigError("max_rows must be >= 1 and timeout > 0")
+
+
+@dataclass
+class ServeArguments:
+    """`sqltune serve`: an OpenAI-compatible API and Text-to-SQL endpoints over one model held open."""
+
+    run_dir: str | None = field(
+        default=None,
+        metadata=_help("a run directory of `sqltune train` (else model_name_or_path: the embedded default)"),
+    )
+    host: str = field(
+        default="127.0.0.1", metadata=_help("address to listen on (0.0.0.0: every interface; use api_key)")
+    )
+    port: int = field(default=8000, metadata=_help("TCP port (0: any free port)"))
+    databases: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "what /v1/sql may query, comma-separated (or a YAML list): SQLite files, folders of "
+            "<db>/<db>.sqlite, SQLAlchemy URLs, or demo (the embedded demo databases)"
+        ),
+    )
+    api_key: str | None = field(
+        default=None,
+        metadata=_help("require 'Authorization: Bearer <key>' (default: $SQLTUNE_API_KEY, else no auth)"),
+    )
+    served_model_name: str | None = field(
+        default=None, metadata=_help("the model id /v1/models shows (default: the run's or model's name)")
+    )
+    infer_backend: str = field(default="hf", metadata=_help("hf (transformers, CPU or GPU) or vllm (GPU)"))
+    infer_dtype: str = field(default="auto", metadata=_help(f"one of {', '.join(INFER_DTYPES)}"))
+    batch_size: int = field(default=16, metadata=_help("most requests decoded together in one generate call"))
+    max_wait_ms: float = field(
+        default=20.0, metadata=_help("how long the first request of a batch waits for others to join it")
+    )
+    max_queue: int = field(default=256, metadata=_help("requests waiting at most; more are refused (503)"))
+    max_prompt_tokens: int = field(
+        default=2048, metadata=_help("longest prompt accepted, in tokens (longer: a 400 error)")
+    )
+    max_choices: int = field(default=8, metadata=_help("most completions per chat request (n)"))
+    cutoff_len: int | None = field(
+        default=None, metadata=_help("/v1/sql: max prompt + answer tokens (default: the run's, else 1024)")
+    )
+    timeout: float = field(default=10.0, metadata=_help("/v1/sql: seconds a query may run"))
+    max_rows: int = field(default=100, metadata=_help("/v1/sql: most rows returned per query"))
+    seed: int = field(default=42, metadata=_help("random seed of sampling"))
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        _check_choice("infer_backend", self.infer_backend, INFER_BACKENDS)
+        _check_choice("infer_dtype", self.infer_dtype, INFER_DTYPES)
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port: must be between 0 and 65535, not {self.port}")
+        for name in ("batch_size", "max_queue", "max_prompt_tokens", "max_choices", "max_rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1")
+        if self.max_wait_ms < 0 or self.timeout <= 0:
+            raise ConfigError("max_wait_ms must be >= 0 and timeout > 0")
+        if self.cutoff_len is not None and self.cutoff_len < 8:
+            raise ConfigError("cutoff_len: must be >= 8")
+
+
+@dataclass
+class WebuiArguments:
+    """`sqltune webui`: a browser page to ask databases, train, evaluate and export (Gradio)."""
+
+    host: str = field(
+        default="127.0.0.1",
+        metadata=_help("address to listen on (the page starts trainings and reads databases: keep it local)"),
+    )
+    port: int = field(default=7860, metadata=_help("TCP port (0: any free port)"))
+    run_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "the model the Ask tab starts with (default: the newest fine-tuned run of `sqltune run`, "
+            "else the embedded base model)"
+        ),
+    )
+    databases: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "offered in the Ask tab besides the demo databases, comma-separated (or a YAML list): "
+            "SQLite files, folders of <db>/<db>.sqlite, SQLAlchemy URLs"
+        ),
+    )
+    data_dir: str = field(
+        default="data",
+        metadata=_help(
+            "folder of the registered datasets (dataset_info.json); the demo databases and uploaded "
+            "SQLite files are kept under it"
+        ),
+    )
+    feedback: str = field(
+        default="data/feedback.jsonl",
+        metadata=_help("jsonl the correct/wrong buttons append to (sqltune data source=jsonl reads it)"),
+    )
+    timeout: float = field(default=10.0, metadata=_help("seconds a query may run"))
+    max_rows: int = field(default=200, metadata=_help("most rows fetched and shown per query"))
+
+    def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port: must be between 0 and 65535, not {self.port}")
         if self.max_rows < 1 or self.timeout <= 0:
             raise ConfigError("max_rows must be >= 1 and timeout > 0")
 

@@ -40,9 +40,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqltune.export:main",
         "merge a run's LoRA adapter into its base model and save it (safetensors shards)",
     ),
+    "expand": (
+        "sqltune.train.methods.expand:main",
+        "LLaMA Pro: insert zero-initialised copies of a model's layers (then train them: use_llama_pro)",
+    ),
     "ask": (
         "sqltune.infer.ask:main",
         'ask a database a question: sqltune ask --db my.sqlite "how many orders?"',
+    ),
+    "serve": (
+        "sqltune.serve.command:main",
+        "an OpenAI-compatible API (/v1/chat/completions) and Text-to-SQL endpoints (/v1/sql) over HTTP",
+    ),
+    "webui": (
+        "sqltune.webui.command:main",
+        "a browser page: ask a database (SQL, rows, chart, feedback), train, evaluate, export",
     ),
     "db": (
         "sqltune.db.command:main",
