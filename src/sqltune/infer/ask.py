@@ -96,6 +96,8 @@ class Asker:
         dtype: str = "auto",
         cutoff_len: int | None = None,
         batch_size: int = 1,
+        backend: str = "hf",
+        **engine_options,
     ):
         from sqltune.infer.engine import open_engine
         from sqltune.infer.questions import prompt_arguments_from_card, token_budget
@@ -104,7 +106,7 @@ class Asker:
         self.source = source
         self.settings = settings
         self.prompt_args = prompt_arguments_from_card(source.card) or prompt or PromptArguments()
-        self.engine = open_engine(source, dtype=dtype, batch_size=batch_size)
+        self.engine = open_engine(source, backend, dtype=dtype, batch_size=batch_size, **engine_options)
         self.template = get_template(source.template, self.engine.tokenizer)
         self.budget = token_budget(cutoff_len, source.card, settings.max_new_tokens)
         self._schemas: dict[str, object] = {}
