@@ -1,4 +1,4 @@
-"""Trainer callbacks: a progress bar with tokens/s, the run log, and the loss plot."""
+"""Trainer callbacks: a progress bar with tokens/s, the run log, the progress file, and the loss plot."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from transformers import ProgressCallback, TrainerCallback
 LOG_FILE = "train.log"
 PLOT_FILE = "training_loss.png"
 SIGNALS_PLOT_FILE = "stage_signals.png"
+PROGRESS_FILE = "progress.json"
 
 
 class TokenProgressCallback(ProgressCallback):
@@ -43,6 +44,64 @@ class LogFileCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
             self.logger.info("step %d: %s", state.global_step, json.dumps(logs))
+
+
+class ProgressFileCallback(TrainerCallback):
+    """Keeps `progress.json` in the run directory: step, max_steps, elapsed_s, remaining_s, the last
+    logged loss and status (running, finished, failed), rewritten atomically at every step, so that
+    a process that did not start the training (the web UI) can follow it from the file alone.
+
+    `run_train` calls `finish()` once the run directory is complete and `fail()` when it stops on an
+    error; a process killed from outside leaves `running` behind (its parent knows it stopped it)."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.path = Path(output_dir) / PROGRESS_FILE
+        self.start = time.perf_counter()
+        self.first_step = self.step = self.max_steps = 0
+        self.loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start, self.first_step = time.perf_counter(), state.global_step  # a resumed run starts later
+        self.write(state, "running")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.write(state, "running")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        try:
+            self.loss = float(logs["loss"])
+        except (TypeError, KeyError, ValueError):  # a record without a training loss (eval, summary)
+            return
+        self.write(state, "running")
+
+    def finish(self) -> None:
+        self.write(None, "finished")
+
+    def fail(self, error: BaseException) -> None:
+        self.write(None, "failed", f"{type(error).__name__}: {error}")
+
+    def write(self, state, status: str, error: str | None = None) -> None:
+        from sqltune.files import write_json
+
+        if state is not None:
+            self.step, self.max_steps = state.global_step, state.max_steps
+        elapsed = time.perf_counter() - self.start
+        done, remaining = self.step - self.first_step, None
+        if status == "finished":
+            remaining = 0.0
+        elif done > 0:  # at the pace of the steps taken so far
+            remaining = round(elapsed / done * max(self.max_steps - self.step, 0), 2)
+        progress = {
+            "step": self.step,
+            "max_steps": self.max_steps,
+            "elapsed_s": round(elapsed, 2),
+            "remaining_s": remaining,
+            "loss": self.loss,
+            "status": status,
+        }
+        if error:
+            progress["error"] = error
+        write_json(self.path, progress)
 
 
 def open_log(output_dir: str | Path) -> logging.Handler:

@@ -77,9 +77,18 @@ def read_examples(
             if not isinstance(record, dict):
                 skips.add("not a JSON object", where)
                 continue
+            # a web UI verdict (sqltune.feedback.verdicts): only answers marked correct are gold, and
+            # one feedback file holds verdicts on many databases, of which this source reads its own
+            verdict = record.get("verdict")
+            if verdict is not None and verdict != "correct":
+                skips.add(f"verdict '{verdict}' (only correct answers are examples)", where)
+                continue
             db_id = record.get("db_id") or default_db_id
             if not db_id:
                 skips.add("missing db_id", where)
+                continue
+            if db_id not in schemas and verdict is not None:
+                skips.add("verdict on another database", where)
                 continue
             if db_id not in schemas:
                 raise DataError(f"{where}: unknown db_id '{db_id}' (not in {tables_path})")
