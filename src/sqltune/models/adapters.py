@@ -27,7 +27,7 @@ def lora_config(model, finetuning: FinetuningArguments, model_args: ModelArgumen
 
     targets = finetuning.lora_targets
     target_modules: str | list[str] = "all-linear" if targets == ["all"] else targets
-    if target_modules == "all-linear" and finetuning.lora_layers is not None:
+    if target_modules == "all-linear" and (finetuning.lora_layers is not None or finetuning.use_llama_pro):
         target_modules = linear_layer_names(model)  # peft chooses layers only from a list of names
     elif target_modules != "all-linear":
         names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
@@ -42,8 +42,13 @@ def lora_config(model, finetuning: FinetuningArguments, model_args: ModelArgumen
         if model_args.quantization_bit:
             raise ConfigError("loftq_init replaces quantization_bit: LoftQ quantises the base itself")
         init, loftq = "loftq", LoftQConfig(loftq_bits=4)
+    layers = (
+        {"layers_to_transform": llama_pro_layers(model, finetuning), "layers_pattern": "layers"}
+        if finetuning.use_llama_pro
+        else lora_layer_options(model, finetuning.lora_layers)
+    )
     return LoraConfig(
-        **lora_layer_options(model, finetuning.lora_layers),
+        **layers,
         task_type=TaskType.CAUSAL_LM,
         r=finetuning.lora_rank,
         lora_alpha=finetuning.lora_alpha,
@@ -82,6 +87,13 @@ def lora_layer_options(model, last: int | None) -> dict:
     return {"layers_to_transform": list(range(total - last, total)), "layers_pattern": "layers"}
 
 
+def llama_pro_layers(model, finetuning: FinetuningArguments) -> list[int]:
+    """`use_llama_pro`: the decoder layers `sqltune expand` inserted (`freeze_trainable_layers` of them)."""
+    from sqltune.train.methods.expand import expanded_layer_ids
+
+    return expanded_layer_ids(layer_count(model), finetuning.freeze_trainable_layers)
+
+
 def apply_lora(model, finetuning: FinetuningArguments, model_args: ModelArguments):
     """Wrap the model with trainable LoRA adapters (a new one, or `adapter_name_or_path` to continue)."""
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
@@ -94,13 +106,17 @@ def apply_lora(model, finetuning: FinetuningArguments, model_args: ModelArgument
 
 
 def apply_freeze(model, finetuning: FinetuningArguments):
-    """Train only the last (or first, when negative) `freeze_trainable_layers` decoder layers, limited
-    to `freeze_trainable_modules`, plus any `freeze_extra_modules` outside the layers."""
+    """Train only the last (or first, when negative) `freeze_trainable_layers` decoder layers (with
+    `use_llama_pro`: the expanded ones), limited to `freeze_trainable_modules`, plus any
+    `freeze_extra_modules` outside the layers."""
     total = layer_count(model)
     count = finetuning.freeze_trainable_layers
     if count == 0 or abs(count) > total:
         raise ConfigError(f"freeze_trainable_layers: must be between 1 and {total} (or -1 and -{total})")
-    layers = range(total - count, total) if count > 0 else range(-count)
+    if finetuning.use_llama_pro:
+        layers = llama_pro_layers(model, finetuning)
+    else:
+        layers = range(total - count, total) if count > 0 else range(-count)
     modules = [m.strip() for m in finetuning.freeze_trainable_modules.split(",") if m.strip()]
     extra = [m.strip() for m in (finetuning.freeze_extra_modules or "").split(",") if m.strip()]
     layer_pattern = re.compile(r"\.layers\.(\d+)\.(.*)")

@@ -120,7 +120,8 @@ def quantization_config(model_args: ModelArguments, config) -> Any | None:
 
 
 def load_model(model_args: ModelArguments, path: str | None = None, num_labels: int | None = None):
-    """The causal LM with the requested dtype, attention kernel, RoPE scaling and quantisation; with
+    """The causal LM with the requested dtype, attention kernel (`shift_attn`: S2-Attn, which acts in
+    training mode only), RoPE scaling and quantisation; with
     `num_labels`, the same body under a linear head of that many outputs instead of the LM head
     (`AutoModelForSequenceClassification`: a reward model has one)."""
     import torch
@@ -148,7 +149,12 @@ def load_model(model_args: ModelArguments, path: str | None = None, num_labels: 
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     auto_class = AutoModelForCausalLM if num_labels is None else AutoModelForSequenceClassification
-    return auto_class.from_pretrained(path, **kwargs)
+    if not model_args.shift_attn:
+        return auto_class.from_pretrained(path, **kwargs)
+    from sqltune.train.methods.shift_attn import apply_shift_attn, check_supported
+
+    check_supported(config)  # before the weights are read
+    return apply_shift_attn(auto_class.from_pretrained(path, **kwargs), model_args.group_size_ratio)
 
 
 def refuse_reward_model(card: RunCard, run_dir: str | Path) -> None:
@@ -198,7 +204,8 @@ def load_for_inference(source: str | Path | ModelArguments, **overrides: Any):
     run_dir = Path(source)
     card = RunCard.load(run_dir)
     refuse_reward_model(card, run_dir)
-    model_args = model_arguments_from_card(card, **overrides)
+    # shift_attn is a training-time attention: a trained model attends as usual
+    model_args = model_arguments_from_card(card, **{"shift_attn": False, **overrides})
     tokenizer = load_tokenizer(model_args, path=str(run_dir))
     if (run_dir / "adapter_config.json").is_file():
         model = PeftModel.from_pretrained(load_model(model_args), str(run_dir))

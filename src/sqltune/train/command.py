@@ -29,6 +29,8 @@ from sqltune.config import as_dict, format_help, parse_args
 from sqltune.errors import ConfigError
 from sqltune.runcard import RUN_CARD, RunCard, git_revision, library_versions, now
 from sqltune.train.arguments import TrainingArguments
+from sqltune.train.methods import expand, shift_attn
+from sqltune.train.methods import optimizers as optimizer_methods
 
 GROUPS = (ModelArguments, DataArguments, FinetuningArguments, TrainingArguments)
 
@@ -117,6 +119,9 @@ def run_train(
     stage_name = finetuning_args.stage
     if stage_name != "sft" and (data_args.val_size or data_args.eval_dataset_names):
         raise ConfigError(f"stage={stage_name}: val_size and eval_dataset are not available yet (sft only)")
+    optimizer_methods.configure(finetuning_args, training_args)  # GaLore, APOLLO, BAdam, NEFTune
+    if model_args.shift_attn:
+        shift_attn.check_stage(stage_name)
     resume = resume_target(training_args)
     check_output_dir(training_args, resume)
     model_args, started_from = starting_point(model_args)
@@ -125,6 +130,7 @@ def run_train(
         return_large_frees_to_the_system()
     output_dir = Path(training_args.output_dir)
     handler = callbacks.open_log(output_dir) if main_process else None
+    progress = callbacks.ProgressFileCallback(output_dir) if main_process else None
     try:
         set_seed(training_args.seed)
         base = resolve_base(model_args)
@@ -133,7 +139,10 @@ def run_train(
         build = import_module(f"sqltune.train.{STAGE_MODULES[stage_name]}").build
         stage = build(model_args, data_args, finetuning_args, training_args, template, tokenizer)
         trainer = stage.trainer
+        optimizer_methods.attach(trainer, finetuning_args)
         trainer.add_callback(callbacks.LogFileCallback(output_dir))
+        if progress is not None:
+            trainer.add_callback(progress)
         for callback in extra_callbacks or []:
             trainer.add_callback(callback)
         result = trainer.train(resume_from_checkpoint=resume)
@@ -163,6 +172,9 @@ def run_train(
             return None
         prompt_args = stage.prompt_args or prompt_arguments_of(started_from)
         settings = dict(stage.settings)
+        settings.update(optimizer_methods.settings(trainer, finetuning_args, training_args))
+        settings.update(expand.settings(trainer.model, finetuning_args))  # LLaMA Pro
+        settings.update(shift_attn.settings(model_args))
         if model_args.adapter_name_or_path:
             settings["started_from"] = str(Path(model_args.adapter_name_or_path).resolve())
         card = RunCard(
@@ -193,7 +205,13 @@ def run_train(
             plot = output_dir / callbacks.SIGNALS_PLOT_FILE
             callbacks.plot_signals(trainer.state.log_history, sorted(keys), plot)
         print_summary(card, output_dir)
+        if progress is not None:
+            progress.finish()
         return card
+    except BaseException as err:
+        if progress is not None:
+            progress.fail(err)
+        raise
     finally:
         if handler is not None:
             callbacks.close_log(handler)
@@ -309,6 +327,7 @@ def main(argv: list[str]) -> int:
         return 0
     use_cpu_processes()
     model_args, data_args, finetuning_args, training_args = parse_args(GROUPS, argv)
+    optimizer_methods.check_combinations(finetuning_args, training_args)  # before launching processes
     if training_args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         return launch(argv, training_args.nproc_per_node)
     if training_args.deepspeed:

@@ -65,7 +65,9 @@ def starting_point(model_args: ModelArguments) -> tuple[ModelArguments, RunCard 
     if model_args.model_name_or_path != DEFAULT_MODEL:
         return model_args, card  # the user named the base model
     template = card.template if model_args.template == "auto" else model_args.template
-    return model_arguments_from_card(card, adapter_name_or_path=adapter, template=template), card
+    # the attention to train with is this run's choice, not the earlier run's
+    attention = {"shift_attn": model_args.shift_attn, "group_size_ratio": model_args.group_size_ratio}
+    return model_arguments_from_card(card, adapter_name_or_path=adapter, template=template, **attention), card
 
 
 def half_precision(training_args) -> str | None:
