@@ -173,3 +173,22 @@ def create_database(url: str, name: str, statements: list[str] = ()) -> str:
             conn.exec_driver_sql(statement)
     engine.dispose()
     return url + name
+
+
+def checksum(url: str) -> str:
+    """A digest of every table's rows in the database at `url`: equal before and after means nothing
+    changed."""
+    import hashlib
+
+    import sqlalchemy as sa
+
+    from sqltune.db.urls import with_driver
+
+    engine = sa.create_engine(with_driver(url))
+    digest = hashlib.sha256()
+    with engine.connect() as conn:
+        for table in sorted(sa.inspect(conn).get_table_names()):
+            rows = conn.exec_driver_sql(f"SELECT * FROM {table}").all()
+            digest.update(f"{table}:{sorted(map(repr, rows))}".encode())
+    engine.dispose()
+    return digest.hexdigest()

@@ -7,7 +7,6 @@ stop runaways on the server.
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from sqltune.db import execute
 from sqltune.db.server import ServerDatabase
 from sqltune.db.urls import hide_password, scrub, with_driver
-from tests.servers import create_database
+from tests.servers import checksum, create_database
 
 SETUP = [
     "CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name VARCHAR(40), age INTEGER)",
@@ -28,19 +27,6 @@ SETUP = [
 @pytest.fixture
 def shop(server_url) -> str:
     return create_database(server_url, "shop", SETUP)
-
-
-def checksum(url: str) -> str:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(with_driver(url))
-    digest = hashlib.sha256()
-    with engine.connect() as conn:
-        for table in sorted(sa.inspect(conn).get_table_names()):
-            rows = conn.exec_driver_sql(f"SELECT * FROM {table}").all()
-            digest.update(f"{table}:{sorted(map(repr, rows))}".encode())
-    engine.dispose()
-    return digest.hexdigest()
 
 
 def test_a_query_returns_its_rows(shop):

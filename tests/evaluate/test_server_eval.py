@@ -9,7 +9,6 @@ report.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from sqltune.cli import main
 from sqltune.db.urls import with_driver
 from sqltune.evaluate import evaluate
-from tests.servers import create_database
+from tests.servers import checksum, create_database
 
 from .conftest import CONCERTS, SINGERS
 
@@ -44,19 +43,6 @@ def music(server_url, bench):
     create_database(server_url, PREFIX + "music", server_statements())
     db_dir, tables, write = bench
     return server_url + PREFIX + "{db_id}", db_dir, tables, write
-
-
-def checksum(url: str) -> str:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(with_driver(url))
-    digest = hashlib.sha256()
-    with engine.connect() as conn:
-        for table in sorted(sa.inspect(conn).get_table_names()):
-            rows = conn.exec_driver_sql(f"SELECT * FROM {table}").all()
-            digest.update(f"{table}:{sorted(map(repr, rows))}".encode())
-    engine.dispose()
-    return digest.hexdigest()
 
 
 # (gold, prediction, EX): every comparison rule, in SQL that SQLite and both servers run alike
