@@ -152,6 +152,7 @@ def test_the_workspace_offers_finished_runs_and_registered_datasets(tmp_path, mo
     from sqltune.args import WebuiArguments
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SQLTUNE_CACHE", str(tmp_path / "cache"))  # no runs of other tests in the index
     for name in ("saves/a", "saves/b", "outputs/quickstart/final", "saves/unfinished"):
         (tmp_path / name).mkdir(parents=True)
     for name in ("saves/a", "saves/b", "outputs/quickstart/final"):
