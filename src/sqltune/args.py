@@ -337,6 +337,9 @@ def _check_choice(name: str, value: object, choices: tuple) -> None:
         raise ConfigError(f"{name}: unknown '{value}', choose one of {', '.join(map(str, choices))}")
 
 
+QUANTIZATION_METHODS = ("bitsandbytes", "hqq", "eetq")
+
+
 @dataclass
 class ModelArguments:
     """Which model to load and how (`train`, and `predict`/`export` when they do not read a run card)."""
@@ -359,7 +362,14 @@ class ModelArguments:
     rope_scaling: str | None = field(default=None, metadata=_help(f"one of {', '.join(ROPE_SCALINGS)}"))
     rope_factor: float = field(default=2.0, metadata=_help("context extension factor for rope_scaling"))
     quantization_bit: int | None = field(
-        default=None, metadata=_help("4 or 8: load the base model quantised with bitsandbytes (QLoRA, GPU)")
+        default=None, metadata=_help("4 or 8: load the base model quantised (QLoRA) by quantization_method")
+    )
+    quantization_method: str = field(
+        default="bitsandbytes",
+        metadata=_help(
+            f"one of {', '.join(QUANTIZATION_METHODS)}: the quantiser of quantization_bit "
+            "(sqltune.train.methods.gpu)"
+        ),
     )
     quantization_type: str = field(default="nf4", metadata=_help("4-bit data type: nf4 or fp4"))
     double_quantization: bool = field(
@@ -385,6 +395,16 @@ class ModelArguments:
             "package; not usable with transformers 5 (docs/training.md)"
         ),
     )
+    use_unsloth: bool = field(
+        default=False, metadata=_help("train with Unsloth's kernels (CUDA GPU and the unsloth package)")
+    )
+    enable_liger_kernel: bool = field(
+        default=False,
+        metadata=_help(
+            "Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) through "
+            "transformers' use_liger_kernel (CUDA GPU and the liger-kernel package)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         from sqltune.errors import ConfigError
@@ -394,6 +414,9 @@ class ModelArguments:
         _check_choice("rope_scaling", self.rope_scaling, ROPE_SCALINGS)
         _check_choice("quantization_bit", self.quantization_bit, (4, 8))
         _check_choice("quantization_type", self.quantization_type, ("nf4", "fp4"))
+        _check_choice("quantization_method", self.quantization_method, QUANTIZATION_METHODS)
+        if self.quantization_method != "bitsandbytes" and not self.quantization_bit:
+            raise ConfigError(f"quantization_method={self.quantization_method}: give quantization_bit=4 or 8")
         if self.rope_factor <= 1.0 and self.rope_scaling:
             raise ConfigError("rope_factor: must be > 1 to extend the context")
         if not 0 < self.group_size_ratio <= 1:
@@ -884,6 +907,22 @@ class ExportArguments:
         default=None, metadata=_help("merge into this copy of the base (e.g. 16-bit) instead of the run's")
     )
     overwrite: bool = field(default=False, metadata=_help("replace an existing export_dir"))
+    export_quantization_bit: int | None = field(
+        default=None,
+        metadata=_help("4 or 8: GPTQ-quantise the merged model (gptqmodel; see docs/training.md)"),
+    )
+    export_quantization_dataset: str | None = field(
+        default=None, metadata=_help("GPTQ: a registered dataset whose prompts calibrate the quantisation")
+    )
+    dataset_dir: str = field(
+        default="data", metadata=_help("GPTQ: folder holding export_quantization_dataset's dataset_info.json")
+    )
+    export_quantization_nsamples: int = field(
+        default=128, metadata=_help("GPTQ: calibration prompts taken from export_quantization_dataset")
+    )
+    export_quantization_maxlen: int = field(
+        default=1024, metadata=_help("GPTQ: most tokens of a calibration prompt")
+    )
 
     @property
     def max_shard_size(self) -> str:
@@ -891,7 +930,16 @@ class ExportArguments:
         return f"{size}GB" if size.isdigit() else size
 
     def __post_init__(self) -> None:
+        from sqltune.errors import ConfigError
+
         _check_choice("export_dtype", self.export_dtype, TORCH_DTYPES)
+        _check_choice("export_quantization_bit", self.export_quantization_bit, (4, 8))
+        if self.export_quantization_bit and not self.export_quantization_dataset:
+            raise ConfigError(
+                "export_quantization_bit: give export_quantization_dataset=<a registered dataset> to calibrate"
+            )
+        if self.export_quantization_nsamples < 1 or self.export_quantization_maxlen < 8:
+            raise ConfigError("export_quantization_nsamples must be >= 1 and export_quantization_maxlen >= 8")
 
 
 @dataclass

@@ -8,6 +8,11 @@ chat template that renders prompts exactly as the run was trained (the run's own
 as Jinja when it came from sqltune's registry), and the run card, so `sqltune predict
 run_dir=<export_dir>` and any transformers-based tool load it without peft.
 
+With `export_quantization_bit=4|8 export_quantization_dataset=<a registered dataset>` the merged
+model is then GPTQ-quantised with gptqmodel, calibrated on that dataset's prompts and answers
+encoded exactly as in training (`calibration_set`); without gptqmodel installed this fails with one
+line before anything is loaded.
+
 The merge is done in float32 and the result cast to `export_dtype`. A LoRA adapter cannot be merged
 into quantised weights (4/8-bit bitsandbytes, GPTQ, AWQ): a QLoRA run is merged into its base loaded
 unquantised, and a pre-quantised base checkpoint is refused; `base_model=` points at a 16-bit copy.
@@ -83,6 +88,46 @@ def saved_dtype(path: str) -> str:
     return dtype if dtype in ("float32", "bfloat16", "float16") else "float32"
 
 
+def require_gptq(args: ExportArguments) -> None:
+    """GPTQ export needs gptqmodel (which quantises on its own: transformers 5 only loads GPTQ)."""
+    if args.export_quantization_bit:
+        import torch
+
+        from sqltune.models.loading import require
+
+        require(
+            f"export_quantization_bit={args.export_quantization_bit} (GPTQ)",
+            ("gptqmodel",),
+            extra=f"gptqmodel; its releases need a newer torch than this {torch.__version__}",
+        )
+
+
+def calibration_set(args: ExportArguments, template: Template, tokenizer) -> list[dict]:
+    """GPTQ's calibration examples: the first `export_quantization_nsamples` records of
+    `export_quantization_dataset` (prompt and answer, encoded as in training, schemas shortened to
+    `export_quantization_maxlen` tokens), as input_ids and attention_mask lists."""
+    from sqltune.train.data import encode_samples, read_samples
+
+    name = args.export_quantization_dataset
+    samples = read_samples(args.dataset_dir, name, max_samples=args.export_quantization_nsamples)
+    features, _ = encode_samples(samples, template, tokenizer, args.export_quantization_maxlen)
+    if not features:
+        raise ConfigError(
+            f"export_quantization_dataset={name}: no record fits export_quantization_maxlen="
+            f"{args.export_quantization_maxlen} tokens"
+        )
+    return [{"input_ids": f["input_ids"], "attention_mask": [1] * len(f["input_ids"])} for f in features]
+
+
+def quantize_gptq(merged: Path, target: Path, args: ExportArguments, calibration: list[dict]) -> None:
+    """GPTQ-quantise the merged model in `merged` into `target` with gptqmodel."""
+    from gptqmodel import GPTQModel, QuantizeConfig
+
+    model = GPTQModel.load(str(merged), QuantizeConfig(bits=args.export_quantization_bit, group_size=128))
+    model.quantize(calibration, batch_size=1)
+    model.save(str(target))
+
+
 def run_export(args: ExportArguments) -> Path:
     """Merge and save; returns the export directory."""
     import torch
@@ -102,6 +147,7 @@ def run_export(args: ExportArguments) -> Path:
         raise ConfigError(
             f"export_size: expected GB or a size like 500MB, got {args.export_size!r}"
         ) from None
+    require_gptq(args)  # before anything is loaded
     card = RunCard.load(args.run_dir)
     out = Path(args.export_dir)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -126,10 +172,27 @@ def run_export(args: ExportArguments) -> Path:
     model.config.dtype = dtype
     if card.template != "hf":
         tokenizer.chat_template = chat_template_jinja(get_template(card.template), tokenizer)
+    calibration = None
+    if args.export_quantization_bit:  # checked before the merged model is written
+        calibration = calibration_set(args, get_template(card.template, tokenizer), tokenizer)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging, max_shard_size=args.max_shard_size, safe_serialization=True)
     tokenizer.save_pretrained(staging)
+    quantization = None
+    if calibration is not None:
+        del model
+        merged, staging = staging, out.with_name(f".{out.name}.gptq.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        quantize_gptq(merged, staging, args, calibration)
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(merged)
+        quantization = {
+            "method": "gptq",
+            "bits": args.export_quantization_bit,
+            "dataset": args.export_quantization_dataset,
+            "samples": len(calibration),
+        }
     exported = dataclasses.replace(
         card,
         finetuning_type="full",
@@ -139,6 +202,7 @@ def run_export(args: ExportArguments) -> Path:
             "quantization_bit": None,
             "torch_dtype": dtype,
             "merged_from": str(args.run_dir),
+            "export_quantization": quantization,
         },
     )
     exported.save(staging)

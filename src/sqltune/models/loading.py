@@ -44,14 +44,12 @@ def require(what: str, packages: tuple[str, ...] = (), gpu: bool = False, extra:
 
 
 def require_quantization(model_args: ModelArguments) -> None:
-    """bitsandbytes quantisation (`quantization_bit`) runs only on a CUDA GPU with the package."""
+    """`quantization_bit` by `quantization_method`: bitsandbytes runs only on a CUDA GPU with the
+    package; HQQ and EETQ as `sqltune.train.methods.gpu.require_quantizer` says."""
     if model_args.quantization_bit:
-        require(
-            f"quantization_bit={model_args.quantization_bit}",
-            ("bitsandbytes",),
-            gpu=True,
-            extra="'sqltune[gpu]'",
-        )
+        from sqltune.train.methods.gpu import require_quantizer
+
+        require_quantizer(model_args.quantization_method, model_args.quantization_bit)
 
 
 def resolve_base(model_args: ModelArguments) -> str:
@@ -106,6 +104,10 @@ def quantization_config(model_args: ModelArguments, config) -> Any | None:
     if not model_args.quantization_bit:
         return None
     require_quantization(model_args)
+    if model_args.quantization_method != "bitsandbytes":  # hqq, eetq
+        from sqltune.train.methods.gpu import quantizer_config
+
+        return quantizer_config(model_args.quantization_method, model_args.quantization_bit)
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -149,6 +151,10 @@ def load_model(model_args: ModelArguments, path: str | None = None, num_labels: 
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     auto_class = AutoModelForCausalLM if num_labels is None else AutoModelForSequenceClassification
+    if getattr(model_args, "use_unsloth", False) and num_labels is None:
+        from sqltune.train.methods.gpu import load_with_unsloth
+
+        return load_with_unsloth(model_args, path, kwargs)
     if not model_args.shift_attn:
         return auto_class.from_pretrained(path, **kwargs)
     from sqltune.train.methods.shift_attn import apply_shift_attn, check_supported
@@ -173,6 +179,8 @@ def model_arguments_from_card(card: RunCard, **overrides: Any) -> ModelArguments
     saved = {k: v for k, v in card.arguments.items() if k in names}
     saved.update(model_name_or_path=card.base_model, adapter_name_or_path=None, template=card.template)
     saved.update(overrides)
+    if not saved.get("quantization_bit"):  # e.g. export loads unquantised: no quantiser either
+        saved["quantization_method"] = "bitsandbytes"
     return ModelArguments(**saved)
 
 
@@ -204,8 +212,9 @@ def load_for_inference(source: str | Path | ModelArguments, **overrides: Any):
     run_dir = Path(source)
     card = RunCard.load(run_dir)
     refuse_reward_model(card, run_dir)
-    # shift_attn is a training-time attention: a trained model attends as usual
-    model_args = model_arguments_from_card(card, **{"shift_attn": False, **overrides})
+    # shift_attn is a training-time attention and Unsloth a training-time kernel set: a trained
+    # model attends as usual
+    model_args = model_arguments_from_card(card, **{"shift_attn": False, "use_unsloth": False, **overrides})
     tokenizer = load_tokenizer(model_args, path=str(run_dir))
     if (run_dir / "adapter_config.json").is_file():
         model = PeftModel.from_pretrained(load_model(model_args), str(run_dir))

@@ -30,6 +30,7 @@ from sqltune.errors import ConfigError
 from sqltune.runcard import RUN_CARD, RunCard, git_revision, library_versions, now
 from sqltune.train.arguments import TrainingArguments
 from sqltune.train.methods import expand, shift_attn
+from sqltune.train.methods import gpu as gpu_methods
 from sqltune.train.methods import optimizers as optimizer_methods
 
 GROUPS = (ModelArguments, DataArguments, FinetuningArguments, TrainingArguments)
@@ -120,6 +121,7 @@ def run_train(
     if stage_name != "sft" and (data_args.val_size or data_args.eval_dataset_names):
         raise ConfigError(f"stage={stage_name}: val_size and eval_dataset are not available yet (sft only)")
     optimizer_methods.configure(finetuning_args, training_args)  # GaLore, APOLLO, BAdam, NEFTune
+    gpu_methods.check(model_args, training_args)  # Unsloth, Liger, FSDP
     if model_args.shift_attn:
         shift_attn.check_stage(stage_name)
     resume = resume_target(training_args)
@@ -175,6 +177,7 @@ def run_train(
         settings.update(optimizer_methods.settings(trainer, finetuning_args, training_args))
         settings.update(expand.settings(trainer.model, finetuning_args))  # LLaMA Pro
         settings.update(shift_attn.settings(model_args))
+        settings.update(gpu_methods.settings(model_args, training_args))  # Unsloth, Liger, FSDP, quantiser
         if model_args.adapter_name_or_path:
             settings["started_from"] = str(Path(model_args.adapter_name_or_path).resolve())
         card = RunCard(
@@ -328,6 +331,7 @@ def main(argv: list[str]) -> int:
     use_cpu_processes()
     model_args, data_args, finetuning_args, training_args = parse_args(GROUPS, argv)
     optimizer_methods.check_combinations(finetuning_args, training_args)  # before launching processes
+    gpu_methods.check(model_args, training_args)
     if training_args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         return launch(argv, training_args.nproc_per_node)
     if training_args.deepspeed:
