@@ -46,13 +46,13 @@ from sqltune.data.synth_templates import (
     two_conditions,
 )
 from sqltune.db import is_url, open_database
+from sqltune.db.sqlite import SQLITE_SUFFIXES
 from sqltune.errors import ConfigError, DataError
 from sqltune.files import check_output, write_jsonl
 
 QUERY_TIMEOUT = 5.0  # seconds per check query
 MAX_ROWS = 1000  # rows fetched per check query; more is fine, the query still returned rows
 ATTEMPTS_PER_PAIR = 40  # templates tried per requested pair before giving up on a small database
-SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 Template = Callable[[random.Random, DatabaseProfile], Pair | None]
 # template -> relative weight: simple shapes come more often, as they do in real workloads

@@ -26,6 +26,7 @@ _READ_ACTIONS = {
     getattr(sqlite3, "SQLITE_RECURSIVE", 33),
 }
 _PROGRESS_STEPS = 1000  # virtual machine instructions between deadline checks
+SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")  # what a SQLite database file is called
 
 
 def _authorize(action: int, *_: Any) -> int:

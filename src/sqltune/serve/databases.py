@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqltune.data.schema import Schema, find_db_file
+from sqltune.db.sqlite import SQLITE_SUFFIXES
 from sqltune.db.urls import backend, hide_password, is_url
 from sqltune.errors import ConfigError
-
-SQLITE_SUFFIXES = (".sqlite", ".db", ".sqlite3")
 
 
 @dataclass(frozen=True)

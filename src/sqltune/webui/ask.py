@@ -22,12 +22,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqltune.db.sqlite import SQLITE_SUFFIXES
 from sqltune.db.urls import hide_password, is_url
 from sqltune.errors import DataError, SqltuneError
 
 BASE_MODEL = "base model (smollm2-135m, not fine-tuned)"
 UPLOADS = "uploads"
-SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 
 @dataclass
