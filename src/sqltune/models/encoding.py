@@ -15,7 +15,7 @@ from sqltune.args import PromptArguments
 from sqltune.data.example import Example
 from sqltune.data.prompts import Prompt, Shortening, fit_prompt, tables_in_sql
 from sqltune.data.schema import Schema
-from sqltune.models.templates import Template, Turn
+from sqltune.models.templates import Message, Template, Turn
 
 IGNORE_INDEX = -100  # label of a position that carries no loss (PyTorch's cross-entropy default)
 
@@ -51,6 +51,25 @@ def encode_example(
         labels += [IGNORE_INDEX] * len(prompt_ids) + (
             response_ids if last else [IGNORE_INDEX] * len(response_ids)
         )
+    return input_ids, labels
+
+
+def encode_conversation(
+    messages: list[Message],
+    template: Template,
+    tokenizer,
+    system: str | None = None,
+    tools: list[dict] | None = None,
+) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of an agent conversation: every assistant and function_call turn is
+    labelled (the model learns to call tools and to answer); user turns, observations, the system
+    text and the tool list are `IGNORE_INDEX`. A conversation that ends in a prompt (the turn to be
+    answered) gives its prompt ids, all unlabelled: what the agent loop generates from."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for prompt_ids, response_ids in template.encode_messages(tokenizer, messages, system, tools):
+        input_ids += prompt_ids + response_ids
+        labels += [IGNORE_INDEX] * len(prompt_ids) + response_ids
     return input_ids, labels
 
 
