@@ -43,6 +43,9 @@ SQLTUNE_VARIANTS = {
 LF_VARIANTS = {
     "llamafactory bf16": {"bf16": True},
     "llamafactory bf16 no-gc": {"bf16": True, "disable_gradient_checkpointing": True},
+    # for CPUs without native bf16 (AVX2 only), where the bf16 rows above crawl
+    "llamafactory fp32": {},
+    "llamafactory fp32 no-gc": {"disable_gradient_checkpointing": True},
 }
 
 

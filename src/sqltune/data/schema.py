@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqltune.db.sqlite import find_db_file
 from sqltune.errors import DataError
 
 
@@ -240,21 +241,3 @@ def load_tables_json(path: str | Path, db_dir: str | Path | None = None) -> dict
         db_file = find_db_file(db_dir, entry["db_id"]) if db_dir else None
         schemas[entry["db_id"]] = Schema.from_spider(entry, db_file, where=str(path))
     return schemas
-
-
-def find_db_file(db_dir: str | Path, db_id: str) -> Path | None:
-    """The SQLite file of `db_id` under db_dir, or None when absent.
-
-    Spider's layout `<db_id>/<db_id>.sqlite` comes first; a flat `<db_id>.sqlite` (CHASE ships its
-    databases that way) is accepted too."""
-    db_dir = Path(db_dir)
-    folder = db_dir / db_id
-    for candidate in (
-        folder / f"{db_id}.sqlite",
-        folder / f"{db_id}.db",
-        db_dir / f"{db_id}.sqlite",
-        db_dir / f"{db_id}.db",
-    ):
-        if candidate.is_file():
-            return candidate
-    return None

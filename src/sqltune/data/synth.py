@@ -26,7 +26,6 @@ from pathlib import Path
 from sqltune.args import SynthArguments
 from sqltune.config import format_help, parse_args
 from sqltune.data.introspect import schema_from_sqlite, schema_from_url
-from sqltune.data.schema import find_db_file
 from sqltune.data.synth_joins import join_columns, join_filter, join_group, nested
 from sqltune.data.synth_profile import DatabaseProfile, in_dialect, profile_database
 from sqltune.data.synth_templates import (
@@ -46,7 +45,7 @@ from sqltune.data.synth_templates import (
     two_conditions,
 )
 from sqltune.db import is_url, open_database
-from sqltune.db.sqlite import SQLITE_SUFFIXES
+from sqltune.db.sqlite import folder_databases
 from sqltune.errors import ConfigError, DataError
 from sqltune.files import check_output, write_jsonl
 
@@ -89,14 +88,7 @@ def find_databases(path: str | Path) -> list[tuple[str, Path | str]]:
         return [(path.stem, path)]
     if not path.is_dir():
         raise DataError(f"database not found: {path}")
-    found = []
-    for entry in sorted(path.iterdir()):
-        if entry.is_dir():
-            db_file = find_db_file(path, entry.name)
-            if db_file is not None:
-                found.append((entry.name, db_file))
-        elif entry.suffix.lower() in SQLITE_SUFFIXES:
-            found.append((entry.stem, entry))
+    found = folder_databases(path)
     if not found:
         raise DataError(f"{path}: no SQLite databases (<db>/<db>.sqlite or *.sqlite)")
     return found

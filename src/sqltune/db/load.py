@@ -78,7 +78,7 @@ from sqltune.db.load_plan import (
     read_plans,
     server_name,
 )
-from sqltune.db.sqlite import connect_readonly
+from sqltune.db.sqlite import connect_readonly, find_db_file, folder_databases
 from sqltune.db.urls import DB_ID, backend, for_database, hide_password, scrub, server_url, with_driver
 from sqltune.errors import ConfigError, DataError
 
@@ -442,19 +442,15 @@ def find_databases(db_dir: str | Path, db_ids: list[str] | None = None) -> dict[
     if not db_dir.is_dir():
         raise DataError(f"database folder not found: {db_dir}")
     if db_ids is None:
-        found = {
-            p.name: p / f"{p.name}.sqlite"
-            for p in sorted(db_dir.iterdir())
-            if (p / f"{p.name}.sqlite").is_file()
-        }
+        found = dict(folder_databases(db_dir))
         if not found:
-            raise DataError(f"no databases in {db_dir} (expected <db_id>/<db_id>.sqlite)")
+            raise DataError(f"no databases in {db_dir} (expected <db_id>/<db_id>.sqlite or *.sqlite)")
         return found
     paths = {}
     for db_id in db_ids:
-        path = db_dir / db_id / f"{db_id}.sqlite"
-        if not path.is_file():
-            raise DataError(f"db_id '{db_id}' not found: no {path}")
+        path = find_db_file(db_dir, db_id)
+        if path is None:
+            raise DataError(f"db_id '{db_id}' not found: no {db_dir / db_id / (db_id + '.sqlite')}")
         paths[db_id] = path
     return paths
 

@@ -132,3 +132,35 @@ class SqliteDatabase:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def find_db_file(db_dir: str | Path, db_id: str) -> Path | None:
+    """The SQLite file of `db_id` under db_dir, or None when absent.
+
+    Spider's layout `<db_id>/<db_id>.sqlite` comes first; a flat `<db_id>.sqlite` (CHASE ships its
+    databases that way) is accepted too."""
+    db_dir = Path(db_dir)
+    folder = db_dir / db_id
+    for candidate in (
+        folder / f"{db_id}.sqlite",
+        folder / f"{db_id}.db",
+        db_dir / f"{db_id}.sqlite",
+        db_dir / f"{db_id}.db",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def folder_databases(folder: str | Path) -> list[tuple[str, Path]]:
+    """(db_id, file) of every SQLite database in a folder: Spider's `<db>/<db>.sqlite` subfolders
+    first, then the SQLite files directly inside it, each in name order."""
+    folder = Path(folder)
+    found = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        path = find_db_file(folder, sub.name)
+        if path is not None and path.parent == sub:
+            found.append((sub.name, path))
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SQLITE_SUFFIXES):
+        found.append((path.stem, path))
+    return found

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqltune.data.schema import Schema, find_db_file
-from sqltune.db.sqlite import SQLITE_SUFFIXES
+from sqltune.data.schema import Schema
+from sqltune.db.sqlite import folder_databases as sqlite_folder
 from sqltune.db.urls import backend, hide_password, is_url
 from sqltune.errors import ConfigError
 
@@ -43,14 +43,7 @@ def demo_folder() -> Path:
 
 def folder_databases(folder: Path) -> list[ServedDatabase]:
     """The databases of a folder: `<db>/<db>.sqlite` subfolders, then loose SQLite files."""
-    found = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        path = find_db_file(folder, sub.name)
-        if path is not None and path.parent == sub:
-            found.append(ServedDatabase(sub.name, str(path), "sqlite"))
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in SQLITE_SUFFIXES):
-        found.append(ServedDatabase(path.stem, str(path), "sqlite"))
-    return found
+    return [ServedDatabase(db_id, str(path), "sqlite") for db_id, path in sqlite_folder(folder)]
 
 
 def url_database(url: str) -> ServedDatabase:

@@ -60,12 +60,17 @@ class Catalog:
             return unique
 
     def add_folder(self, folder: str | Path, prefix: str | None = None) -> list[str]:
-        """Every `<db>/<db>.sqlite` of a folder (a Spider-style database folder)."""
-        from sqltune.db.load import find_databases
+        """Every SQLite database of a folder: `<db>/<db>.sqlite` (a Spider-style database folder)
+        or loose files."""
+        from sqltune.db.sqlite import folder_databases
 
         folder = Path(folder).expanduser()
-        found = find_databases(folder)
-        return [self.add(f"{prefix or folder.name}/{db_id}", str(path)) for db_id, path in found.items()]
+        if not folder.is_dir():
+            raise DataError(f"database folder not found: {folder}")
+        found = folder_databases(folder)
+        if not found:
+            raise DataError(f"no databases in {folder} (expected <db_id>/<db_id>.sqlite or *.sqlite)")
+        return [self.add(f"{prefix or folder.name}/{db_id}", str(path)) for db_id, path in found]
 
     def add_file(self, path: str | Path) -> str:
         from sqltune.data.introspect import schema_from_sqlite

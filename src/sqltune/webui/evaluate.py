@@ -166,8 +166,8 @@ def build_tab(workspace, tab) -> None:
     import gradio as gr
     import pandas as pd
 
-    from sqltune.data.schema import find_db_file
     from sqltune.db import execute
+    from sqltune.db.sqlite import find_db_file
     from sqltune.webui.ask import result_frame
 
     last: dict[str, EvalJob] = {}

@@ -24,9 +24,10 @@ from sqltune.data.introspect import (
     schema_from_sqlite,
     schema_from_url,
 )
-from sqltune.data.schema import Schema, find_db_file, load_tables_json
+from sqltune.data.schema import Schema, load_tables_json
 from sqltune.data.sources import Skips, SourceData
 from sqltune.data.sources.common import load_records, read_examples
+from sqltune.db.sqlite import find_db_file
 from sqltune.errors import ConfigError, DataError
 from sqltune.files import require_file
 
