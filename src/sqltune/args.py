@@ -207,6 +207,63 @@ class PairsArguments:
 
 
 @dataclass
+class AgentTracesArguments:
+    """`sqltune data agent`: SQL agent conversations (tool calls and their real observations) per question."""
+
+    source_dataset: str | None = field(
+        default=None,
+        metadata=_help("registered dataset with db_id, gold SQL and databases (e.g. spider_train)"),
+    )
+    dataset_dir: str = field(default="data", metadata=_help("folder holding the source's dataset_info.json"))
+    output_dir: str = field(default="data", metadata=_help("folder for the traces and dataset_info.json"))
+    dataset_name: str | None = field(
+        default=None, metadata=_help("name of the agent dataset (default <source_dataset>_agent)")
+    )
+    run_dir: str | None = field(
+        default=None,
+        metadata=_help("an SFT run whose wrong answers become repair traces (predicted unless predictions=)"),
+    )
+    predictions: str | None = field(
+        default=None, metadata=_help("predictions jsonl of `sqltune predict` on source_dataset (its answers)")
+    )
+    max_samples: int | None = field(default=None, metadata=_help("only the first N questions"))
+    repair_ratio: float = field(
+        default=0.5,
+        metadata=_help(
+            "share of questions (beyond the model's own mistakes) that also get a perturbed-gold repair"
+        ),
+    )
+    inspect: bool = field(
+        default=True, metadata=_help("direct traces describe the gold SQL's tables before running it")
+    )
+    timeout: float = field(default=5.0, metadata=_help("seconds a tool's query may run"))
+    max_new_tokens: int = field(
+        default=256, metadata=_help("run_dir without predictions: most tokens per answer")
+    )
+    seed: int = field(default=42, metadata=_help("random seed (question i draws with its own seed from it)"))
+    db_url: str | None = field(
+        default=None,
+        metadata=_help(
+            "run the tools on this server ({db_id} where the name goes) instead of the dataset's SQLite "
+            "files; needed for datasets built with dialect=postgres|mysql"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        from sqltune.db.urls import is_url
+        from sqltune.errors import ConfigError
+
+        if not 0 <= self.repair_ratio <= 1:
+            raise ConfigError("repair_ratio: must be in [0, 1]")
+        if self.timeout <= 0 or self.max_new_tokens < 1:
+            raise ConfigError("timeout must be > 0 and max_new_tokens >= 1")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError("max_samples: must be >= 1 (leave it out to use every question)")
+        if self.db_url is not None and not is_url(self.db_url):
+            raise ConfigError(f"db_url: '{self.db_url}' is not a URL (postgresql://user@host:5432/{{db_id}})")
+
+
+@dataclass
 class DbLoadArguments:
     """`sqltune db load`: SQLite databases into a PostgreSQL or MySQL/MariaDB server, one database each."""
 
@@ -533,6 +590,17 @@ class FinetuningArguments:
     loss_chunk_size: int = field(
         default=1024, metadata=_help("response positions per chunk of the LM head in the loss (memory bound)")
     )
+    # vision-language models (sqltune.train.multimodal); names are LLaMA-Factory's
+    freeze_vision_tower: bool = field(
+        default=True,
+        metadata=_help("multimodal: keep the vision encoder frozen (LoRA on the language model)"),
+    )
+    train_mm_proj_only: bool = field(
+        default=False,
+        metadata=_help(
+            "multimodal: train only the projector between vision encoder and language model (full)"
+        ),
+    )
     # full-parameter methods with less optimizer memory (sqltune.train.methods.optimizers); names
     # and defaults are LLaMA-Factory's
     use_galore: bool = field(
@@ -732,6 +800,8 @@ class FinetuningArguments:
             raise ConfigError("use_llama_pro chooses the layers itself: leave out lora_layers")
         if self.loss_chunk_size < 1:
             raise ConfigError("loss_chunk_size: must be >= 1")
+        if self.train_mm_proj_only and self.finetuning_type != "full":
+            raise ConfigError("train_mm_proj_only trains the projector's weights: finetuning_type=full")
         from sqltune.train.methods.optimizers import check_keys
 
         check_keys(self)  # GaLore, APOLLO, BAdam
@@ -758,7 +828,7 @@ class FinetuningArguments:
 # ---- prediction ----------------------------------------------------------------------------------------
 INFER_BACKENDS = ("hf", "vllm")
 INFER_DTYPES = ("auto", "float32", "bfloat16", "float16")
-DECODINGS = ("single", "execution_guided")
+DECODINGS = ("single", "execution_guided", "agent")
 GUIDED_CHOICES = ("first", "vote")
 OUTPUT_FORMATS = ("jsonl", "spider")
 
@@ -784,8 +854,8 @@ class GeneratingArguments:
     decoding: str = field(
         default="single",
         metadata=_help(
-            "single (one answer per question) or execution_guided (num_candidates answers, "
-            "executed and voted on)"
+            "single (one answer per question), execution_guided (num_candidates answers, "
+            "executed and voted on) or agent (the model calls tools on the database, then answers)"
         ),
     )
     num_candidates: int = field(
@@ -793,7 +863,7 @@ class GeneratingArguments:
         metadata=_help("execution_guided: candidates per question (beams, or samples if do_sample)"),
     )
     candidate_timeout: float = field(
-        default=2.0, metadata=_help("execution_guided: seconds a candidate query may run")
+        default=2.0, metadata=_help("execution_guided and agent: seconds a candidate query may run")
     )
     guided_choice: str = field(
         default="first",
@@ -801,6 +871,9 @@ class GeneratingArguments:
             "execution_guided: first (the most likely candidate that executes, rows preferred) or "
             "vote (the result most candidates agree on)"
         ),
+    )
+    max_turns: int = field(
+        default=4, metadata=_help("agent: most responses per question (tool calls, then the answer)")
     )
 
     def __post_init__(self) -> None:
@@ -820,6 +893,10 @@ class GeneratingArguments:
             raise ConfigError("num_candidates: must be >= 1")
         if self.candidate_timeout <= 0:
             raise ConfigError("candidate_timeout: must be > 0 seconds")
+        if self.max_turns < 1:
+            raise ConfigError("max_turns: must be >= 1")
+        if self.decoding == "agent" and (self.do_sample or self.num_beams > 1):
+            raise ConfigError("decoding=agent decodes greedily: leave out do_sample and num_beams")
 
     @property
     def candidates(self) -> int:
@@ -982,6 +1059,10 @@ class AskArguments:
         default=None, metadata=_help("max prompt + answer tokens (default: the run's, else 1024)")
     )
     infer_dtype: str = field(default="auto", metadata=_help(f"one of {', '.join(INFER_DTYPES)}"))
+    agent: bool = field(
+        default=False,
+        metadata=_help("let the model call tools on the database before it answers (decoding=agent)"),
+    )
 
     def __post_init__(self) -> None:
         from sqltune.errors import ConfigError

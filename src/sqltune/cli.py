@@ -18,7 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": (
         "sqltune.data.command:main",
         "build SFT records from a benchmark or database (`data synth`: pairs; `data corpus`: pt text; "
-        "`data pairs`: DPO/KTO data)",
+        "`data pairs`: DPO/KTO data; `data agent`: tool-call traces; `data erd`: ER-diagram images for "
+        "multimodal SFT)",
     ),
     "train": (
         "sqltune.train.command:main",

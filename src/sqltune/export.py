@@ -136,6 +136,8 @@ def run_export(args: ExportArguments) -> Path:
 
     from sqltune.infer.engine import is_quantized
     from sqltune.models.loading import load_for_inference, resolve_model_path
+    from sqltune.models.multimodal import is_multimodal_run
+    from sqltune.models.multimodal import load_for_inference as multimodal_loader
 
     if not args.run_dir or not args.export_dir:
         raise ConfigError(
@@ -162,7 +164,11 @@ def run_export(args: ExportArguments) -> Path:
     overrides = {"torch_dtype": "float32", "quantization_bit": None}
     if args.base_model:
         overrides["model_name_or_path"] = base
-    model, tokenizer, _ = load_for_inference(args.run_dir, **overrides)
+    multimodal = is_multimodal_run(card)  # a vision-language run: its processor stands for the tokenizer
+    if multimodal and args.export_quantization_bit:
+        raise ConfigError("export_quantization_bit: GPTQ export of vision-language models is not available")
+    loader = multimodal_loader if multimodal else load_for_inference
+    model, tokenizer, _ = loader(args.run_dir, **overrides)
     if isinstance(model, PeftModel):
         if is_quantized(model.get_base_model()):  # belt and braces: never merge into quantised weights
             raise ConfigError("the base model loaded quantised; a LoRA adapter cannot be merged into it")
@@ -171,7 +177,8 @@ def run_export(args: ExportArguments) -> Path:
     model = model.to(getattr(torch, dtype))
     model.config.dtype = dtype
     if card.template != "hf":
-        tokenizer.chat_template = chat_template_jinja(get_template(card.template), tokenizer)
+        text_tokenizer = tokenizer.tokenizer if multimodal else tokenizer
+        tokenizer.chat_template = chat_template_jinja(get_template(card.template), text_tokenizer)
     calibration = None
     if args.export_quantization_bit:  # checked before the merged model is written
         calibration = calibration_set(args, get_template(card.template, tokenizer), tokenizer)
@@ -226,9 +233,10 @@ def print_summary(out: Path, card: RunCard, dtype: str, shard: str) -> None:
     table.add_row(
         "weights", f"{len(shards)} safetensors shard(s), {size:,.1f} MiB, {dtype} (max {shard} each)"
     )
-    table.add_row(
-        "use", f"sqltune predict run_dir={out} ...  or  AutoModelForCausalLM.from_pretrained('{out}')"
-    )
+    from sqltune.models.multimodal import is_multimodal_run
+
+    auto = "AutoModelForImageTextToText" if is_multimodal_run(card) else "AutoModelForCausalLM"
+    table.add_row("use", f"sqltune predict run_dir={out} ...  or  {auto}.from_pretrained('{out}')")
     Console(file=sys.stderr).print(table)
 
 

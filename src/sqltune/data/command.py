@@ -153,6 +153,14 @@ def main(argv: list[str]) -> int:
         from sqltune.data.pairs import main as pairs_main
 
         return pairs_main(argv[1:])
+    if argv and argv[0] == "erd":
+        from sqltune.data.erd import main as erd_main
+
+        return erd_main(argv[1:])
+    if argv and argv[0] == "agent":
+        from sqltune.feedback.agent_traces import main as agent_main
+
+        return agent_main(argv[1:])
     if any(a in ("-h", "--help") for a in argv):
         print(format_help(GROUPS, "data"))
         return 0

@@ -4,6 +4,7 @@
     sqltune ask --db shop.sqlite run_dir=saves/quickstart "which customer spent the most?"
 
     sqltune ask --db postgresql://user:pw@host/shop "how many customers?"
+    sqltune ask --agent --db shop.sqlite run_dir=saves/shop_agent "which customer spent the most?"
 
 Without `run_dir` (and without `model_name_or_path`/`adapter_name_or_path`), the model is a
 fine-tuned one found by `sqltune.run_index`: the run `configs/own_database.yaml` made for this
@@ -18,10 +19,15 @@ A SQLite file (or `sqlite:///` URL) is opened read-only by `sqltune.db`. A Postg
 MySQL/MariaDB URL is introspected by `sqltune.data.introspect.schema_from_url`, and the SQL runs
 through `sqltune.db.server`: one query, in a read-only transaction with a server-side time limit
 and row cap, rolled back.
+
+With `--agent` (or `decoding=agent`) the model may first call tools on the database (list its
+tables, describe one, run a query: `sqltune.infer.agent`, at most `max_turns` responses, each query
+within `timeout`); the tool steps are shown on stderr before the SQL and its rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass
@@ -31,6 +37,7 @@ from sqltune.args import AskArguments, GeneratingArguments, ModelArguments, Prom
 from sqltune.config import collect, format_help, parse_args
 from sqltune.db import QueryResult, execute
 from sqltune.errors import ConfigError
+from sqltune.infer.agent import AgentAnswer
 
 GROUPS = (AskArguments, GeneratingArguments, ModelArguments, PromptArguments)
 MODEL_KEYS = ("run_dir", "model_name_or_path", "adapter_name_or_path")
@@ -44,6 +51,7 @@ class Reply:
     sql: str
     raw: str
     result: QueryResult
+    agent: AgentAnswer | None = None  # the agent's conversation, with `--agent`
 
     @property
     def is_sql(self) -> bool:
@@ -117,16 +125,34 @@ class Asker:
             self._schemas[db] = read_schema(db, self.prompt_args)
         return self._schemas[db]
 
-    def prompt_ids(self, db: str, question: str) -> list[int]:
+    def fitted(self, db: str, question: str, budget: int):
+        """The question's prompt over the database's schema, shortened to `budget` tokens."""
         from sqltune.data.example import Example
         from sqltune.models.encoding import fit_to_budget
 
         schema = self.schema(db)
         example = Example(id="ask", db_id=schema.db_id, question=question, sql="")
-        fitted = fit_to_budget(
-            example, schema, self.prompt_args, self.template, self.engine.tokenizer, self.budget
-        )
-        return fitted.prompt_ids
+        return fit_to_budget(example, schema, self.prompt_args, self.template, self.engine.tokenizer, budget)
+
+    def prompt_ids(self, db: str, question: str) -> list[int]:
+        return self.fitted(db, question, self.budget).prompt_ids
+
+    def agent_replies(self, questions: list[tuple[str, str]], settings: GeneratingArguments, timeout: float):
+        """(index, AgentAnswer) pairs of the agent's conversations about (database, question) pairs."""
+        from sqltune.infer.agent import Agent, AgentTask, opening_messages, tools_overhead
+
+        fit = self.budget - tools_overhead(self.template, self.engine.tokenizer)
+        tasks = [
+            AgentTask(
+                opening_messages(self.fitted(db, question, fit).prompt),
+                self.schema(db).db_path or db,
+                self.schema(db),
+            )
+            for db, question in questions
+        ]
+        agent = Agent(self.engine, self.template, settings, self.budget, timeout)
+        for batch in agent.run(tasks):
+            yield from batch
 
     def ask_many(
         self,
@@ -140,19 +166,23 @@ class Asker:
         from sqltune.infer.answers import answer
 
         settings = settings or self.settings
-        prompts = [self.prompt_ids(db, question) for db, question in questions]
         # a server URL has no db_path: execution-guided candidates run on the server itself
         targets = [self.schema(db).db_path or db for db, _ in questions]
+        if settings.decoding == "agent":
+            answered = self.agent_replies(questions, settings, timeout)
+        else:
+            prompts = [self.prompt_ids(db, question) for db, question in questions]
+            answered = (pair for batch in answer(self.engine, prompts, settings, targets) for pair in batch)
         replies: list[Reply | None] = [None] * len(questions)
-        for batch in answer(self.engine, prompts, settings, targets):
-            for index, reply in batch:
-                if not QUERY_START.match(reply.sql):
-                    result = QueryResult(error=NOT_SQL)
-                elif execute_sql:
-                    result = execute(targets[index], reply.sql, timeout=timeout, max_rows=max_rows)
-                else:
-                    result = QueryResult()
-                replies[index] = Reply(reply.sql, reply.raw, result)
+        for index, reply in answered:
+            if not QUERY_START.match(reply.sql):
+                result = QueryResult(error=NOT_SQL)
+            elif execute_sql:
+                result = execute(targets[index], reply.sql, timeout=timeout, max_rows=max_rows)
+            else:
+                result = QueryResult()
+            agent = reply if isinstance(reply, AgentAnswer) else None
+            replies[index] = Reply(reply.sql, reply.raw, result, agent)
         return replies
 
     def ask(self, db: str, question: str, timeout: float = 10.0, max_rows: int = 20) -> Reply:
@@ -165,6 +195,8 @@ def ask(
     from sqltune.infer.engine import model_source
 
     check_input(args)
+    if args.agent:
+        settings = dataclasses.replace(settings, decoding="agent")
     source = model_source(args.run_dir, model_args)
     asker = Asker(source, settings, prompt, dtype=args.infer_dtype, cutoff_len=args.cutoff_len)
     return asker.ask(args.db, args.question, args.timeout, args.max_rows)
@@ -178,10 +210,23 @@ def preview(text: str) -> str:
     return repr(flat if len(flat) <= PREVIEW_CHARS else flat[:PREVIEW_CHARS] + "...")
 
 
+def show_steps(agent: AgentAnswer) -> None:
+    """The agent's tool calls and their observations on stderr, then why it stopped."""
+    for role, content in agent.trajectory:
+        if role == "function_call":
+            print(f"> {content}", file=sys.stderr)
+        elif role == "observation":
+            print("  " + content.replace("\n", "\n  "), file=sys.stderr)
+    turns = f"{agent.turns} turn{'s' if agent.turns != 1 else ''}"
+    print(f"agent: {agent.stop_reason} after {turns}, {agent.tool_calls} tool call(s)", file=sys.stderr)
+
+
 def show(reply: Reply, max_rows: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if reply.agent is not None:
+        show_steps(reply.agent)
     if not reply.is_sql:
         print(f"the model's answer is not SQL: {preview(reply.raw)}", file=sys.stderr)
         return

@@ -6,6 +6,7 @@
     sqltune predict run_dir=saves/spider dataset=spider_dev decoding=execution_guided num_candidates=8
     sqltune predict run_dir=saves/spider dataset=spider_dev decoding=execution_guided \
         db_url=postgresql://reader@127.0.0.1:5432/{db_id}
+    sqltune predict run_dir=saves/spider_agent dataset=spider_dev decoding=agent max_turns=4
 
 With `run_dir`, the run card supplies the base model, adapter, chat template, prompt options and
 `cutoff_len`; without it, `model_name_or_path` (+ `adapter_name_or_path`, `template`) names a
@@ -15,7 +16,8 @@ resumes where it stopped.
 
 Execution-guided decoding runs the candidates on each question's SQLite file, or with `db_url` on
 a server database (the databases loaded there by `sqltune db load`); the prompt's schema comes from
-the dataset either way.
+the dataset either way. `decoding=agent` lets the model call tools on the same databases before it
+answers (`sqltune.infer.agent`); each row then also holds the conversation and why it ended.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class PredictSummary:
     spider_file: Path | None = None
     chosen_by: Counter = field(default_factory=Counter)  # execution-guided: how answers were chosen
     executed_on: str | None = None  # execution-guided on a server: its URL, password hidden
+    stop_reasons: Counter = field(default_factory=Counter)  # agent: why the conversations ended
 
     @property
     def questions_per_second(self) -> float | None:
@@ -91,6 +94,10 @@ def to_row(question, answer) -> dict:
             {"sql": sql, "outcome": outcome}
             for sql, outcome in zip(answer.candidates, answer.choice.outcomes)
         ]
+    from sqltune.infer.agent import AgentAnswer
+
+    if isinstance(answer, AgentAnswer):
+        row.update(prompt_tokens=answer.prompt_tokens, **answer.fields())
     return row
 
 
@@ -106,16 +113,21 @@ def run_predict(
     from sqltune.infer.engine import model_source, open_engine
     from sqltune.infer.predictions import PredictionFile
     from sqltune.infer.questions import build_questions, dataset_examples, prompt_arguments, token_budget
+    from sqltune.models.multimodal import is_multimodal
     from sqltune.models.templates import get_template
 
     if not args.dataset:
         raise ConfigError("dataset: give the registered dataset to answer (see dataset_info.json)")
-    if args.db_url and settings.decoding != "execution_guided":
+    if args.db_url and settings.decoding == "single":
         raise ConfigError(
-            "db_url: predict runs SQL only with decoding=execution_guided; to score predictions on "
+            "db_url: predict runs SQL only with decoding=execution_guided or agent; to score predictions on "
             "a server, use sqltune eval --db-url"
         )
     source = model_source(args.run_dir, model_args)
+    if is_multimodal(source.weights):  # a vision-language run: each question asked with its images
+        from sqltune.infer.multimodal import predict_with_images
+
+        return predict_with_images(source, args, settings, progress)
     dataset = load_dataset(args.dataset_dir, args.dataset)
     examples = dataset_examples(dataset, args.max_samples)
     output = check_output(args.output or default_output(args), dataset_files(args.dataset_dir, args.dataset))
@@ -137,7 +149,12 @@ def run_predict(
         template = get_template(source.template, engine.tokenizer)
         budget = token_budget(args.cutoff_len, source.card, settings.max_new_tokens)
         prompt_args = prompt_arguments(source.card, dataset)
-        questions = build_questions(dataset, pending, prompt_args, template, engine.tokenizer, budget)
+        fit = budget
+        if settings.decoding == "agent":  # the tool list takes its share of the prompt budget
+            from sqltune.infer.agent import agent_answers, tools_overhead
+
+            fit = budget - tools_overhead(template, engine.tokenizer)
+        questions = build_questions(dataset, pending, prompt_args, template, engine.tokenizer, fit)
         summary.shortened = sum(q.shortened for q in questions)
         summary.over_budget = sum(not q.fits for q in questions)
         paths = [targets[q.example.db_id] for q in questions]
@@ -150,10 +167,16 @@ def run_predict(
         )
         began = time.perf_counter()
         try:
-            for answers in answer(engine, [q.prompt_ids for q in questions], settings, paths):
+            stream = (
+                agent_answers(engine, template, settings, budget, questions, dataset.schemas, paths)
+                if settings.decoding == "agent"
+                else answer(engine, [q.prompt_ids for q in questions], settings, paths)
+            )
+            for answers in stream:
                 file.add([to_row(questions[i], item) for i, item in answers])
                 summary.new_tokens += sum(item.new_tokens for _, item in answers)
                 summary.chosen_by.update(item.choice.reason for _, item in answers if item.choice)
+                summary.stop_reasons.update(getattr(item, "stop_reason", "") for _, item in answers)
                 bar.update(len(answers))
         finally:
             bar.close()
@@ -178,6 +201,9 @@ def print_summary(summary: PredictSummary, model: object, dataset: str) -> None:
         table.add_row("generated tokens/s", f"{summary.new_tokens / summary.seconds:.1f}")
     if summary.chosen_by:
         table.add_row("chosen by", ", ".join(f"{n} {reason}" for reason, n in summary.chosen_by.items()))
+    stopped = {reason: n for reason, n in summary.stop_reasons.items() if reason}  # agent only
+    if stopped:
+        table.add_row("agent stopped", ", ".join(f"{n} {reason}" for reason, n in stopped.items()))
     if summary.executed_on:
         table.add_row("candidates run on", summary.executed_on)
     table.add_row("predictions", str(summary.output))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqltune.args import PromptArguments
 from sqltune.data.example import Example
+from sqltune.data.prompts import Prompt
 from sqltune.data.records import Dataset, prepare_schemas
 from sqltune.errors import DataError
 from sqltune.models.encoding import fit_to_budget
@@ -33,6 +34,7 @@ class Question:
     prompt_ids: list[int]
     shortened: bool  # schema values or tables were dropped to fit
     fits: bool  # False: even the shortest schema is over the budget (the prompt is used anyway)
+    prompt: Prompt | None = None  # the fitted prompt (its text opens an agent conversation)
 
 
 def prompt_arguments_from_card(card: RunCard | None) -> PromptArguments | None:
@@ -92,5 +94,5 @@ def build_questions(
         fitted = fit_to_budget(example, schemas[example.db_id], prompt_args, template, tokenizer, budget)
         shortening = fitted.shortening
         shortened = shortening.values_dropped or shortening.tables_dropped > 0
-        questions.append(Question(index, example, fitted.prompt_ids, shortened, fitted.fits))
+        questions.append(Question(index, example, fitted.prompt_ids, shortened, fitted.fits, fitted.prompt))
     return questions

@@ -130,7 +130,8 @@ class SqlTools:
             note = " primary key" if column.name in keys else ""
             examples = self.column_values(table.name, column.name)
             shown = f" e.g. {', '.join(examples)}" if examples else ""
-            lines.append(f"- {column.name} ({column.type}){note}{shown}")
+            kind = f" ({column.type})" if column.type else ""
+            lines.append(f"- {column.name}{kind}{note}{shown}")
         for fk in self.schema.foreign_keys:
             if fk.table.lower() == table.name.lower():
                 lines.append(f"- {fk.column} references {fk.ref_table}.{fk.ref_column}")

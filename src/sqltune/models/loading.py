@@ -131,6 +131,11 @@ def load_model(model_args: ModelArguments, path: str | None = None, num_labels: 
 
     path = path or resolve_base(model_args)
     config = AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
+    if hasattr(config, "vision_config"):  # the multimodal path loads these (sqltune.models.multimodal)
+        raise ConfigError(
+            f"{path} is a vision-language model: sqltune trains it with stage=sft and runs it with "
+            "predict and export only (see docs/training.md, Multimodal SFT)"
+        )
     if num_labels is not None:
         config.num_labels = num_labels
     if model_args.rope_scaling:

@@ -49,6 +49,8 @@ class ToolCall:
 def function_schema(tool: dict) -> dict:
     """A tool as a plain function schema (`name`, `description`, `parameters`), whether it was given
     that way or in OpenAI's `{"type": "function", "function": {...}}` wrapping."""
+    if not isinstance(tool, dict):
+        raise ValueError(f"a tool must be a JSON object: {json.dumps(tool)[:80]}")
     schema = tool.get("function", tool) if tool.get("type") == "function" else tool
     if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
         raise ValueError(f"a tool needs a string 'name': {json.dumps(tool)[:80]}")

@@ -178,6 +178,9 @@ def run_train(
         settings.update(expand.settings(trainer.model, finetuning_args))  # LLaMA Pro
         settings.update(shift_attn.settings(model_args))
         settings.update(gpu_methods.settings(model_args, training_args))  # Unsloth, Liger, FSDP, quantiser
+        tool_formats = {s["tool_format"] for s in stage.data_stats.values() if s.get("tool_format")}
+        if tool_formats:  # agent data: tools and calls in the chat template's format or sqltune's
+            settings["tool_format"] = ", ".join(sorted(tool_formats))
         if model_args.adapter_name_or_path:
             settings["started_from"] = str(Path(model_args.adapter_name_or_path).resolve())
         card = RunCard(

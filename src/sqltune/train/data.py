@@ -2,12 +2,14 @@
 
 1. `read_samples` reads a dataset registered in `dataset_info.json`, in alpaca form
    (instruction/input/output/history, the form `sqltune data` writes) or sharegpt form
-   (a list of from/value messages), into `Sample`s.
+   (a list of from/value messages), into `Sample`s. Sharegpt records with a `tools` column or turns
+   of role `function_call`/`observation` are agent conversations (LLaMA-Factory's agent format).
 2. `encode_samples` tokenises each sample with the template (`sqltune.models.encoding`): labels
    are the last response's ids, everything before it is masked. A sample longer than `cutoff_len`
    is never cut: when its dataset has the `Example` and `Schema` sidecars, its schema is shortened
    by `fit_to_budget` (never dropping a table the gold SQL uses); a sample that still does not fit,
-   or has no sidecars, is dropped. Both are counted.
+   or has no sidecars, is dropped. Both are counted. An agent conversation is labelled on every
+   function_call and assistant turn (`encode_conversation`) and dropped when too long.
 3. `collator` pads length-grouped batches (`DataCollatorForSeq2Seq`), or, with `packing`, concatenates
    a batch into one row whose position ids restart at every example, which transformers turns
    into a block-diagonal attention mask (`DataCollatorWithFlattening`): no padding and no attention
@@ -27,14 +29,17 @@ from sqltune.data.records import dataset_entry, load_dataset
 from sqltune.data.schema import Schema
 from sqltune.errors import ConfigError, DataError
 from sqltune.files import read_json, read_jsonl
-from sqltune.models.encoding import IGNORE_INDEX, encode_example, fit_to_budget
-from sqltune.models.templates import Template
+from sqltune.models.encoding import IGNORE_INDEX, encode_conversation, encode_example, fit_to_budget
+from sqltune.models.templates import Message, Template
+from sqltune.models.tools import MalformedCall, read_function_call, read_tools, supports_tools
 
 SHAREGPT_TAGS = {
     "role_tag": "from",
     "content_tag": "value",
     "user_tag": "human",
     "assistant_tag": "gpt",
+    "observation_tag": "observation",  # agent records: a tool's output
+    "function_tag": "function_call",  # agent records: the model calls tools
     "system_tag": "system",
 }
 
@@ -50,6 +55,9 @@ class Sample:
     prompt_args: PromptArguments | None = None
     system: str | None = None
     db_id: str | None = None  # the database the question is about, where the record says
+    images: list[str] | None = None  # image files of a multimodal record (sqltune.train.multimodal)
+    messages: list[Message] | None = None  # an agent (tool-call) conversation, encoded whole
+    tools: list[dict] | None = None  # the tool schemas of an agent conversation
 
 
 def read_rows(path: Path, what: str) -> list[dict]:
@@ -105,12 +113,57 @@ def _sharegpt_samples(dataset_dir: Path, name: str, entry: dict) -> list[Sample]
         if messages and messages[0][0] == tags["system_tag"]:
             system, messages = messages[0][1], messages[1:]
         roles = [role for role, _ in messages]
-        expected = [tags["user_tag"], tags["assistant_tag"]] * (len(messages) // 2)
-        if not messages or len(messages) % 2 or roles != expected:
-            raise DataError(f"{where}: messages must alternate {tags['user_tag']}/{tags['assistant_tag']}")
-        turns = [(messages[i][1], messages[i + 1][1]) for i in range(0, len(messages), 2)]
-        samples.append(Sample(Prompt("", turns[-1][0], turns[:-1]), turns[-1][1], system=system))
+        if "tools" in columns or {tags["function_tag"], tags["observation_tag"]} & set(roles):
+            tools = row.get(columns["tools"]) if "tools" in columns else None
+            sample = _agent_sample(messages, tools, tags, where)
+            sample.system, sample.db_id = system, row.get("db_id")
+        else:
+            expected = [tags["user_tag"], tags["assistant_tag"]] * (len(messages) // 2)
+            if not messages or len(messages) % 2 or roles != expected:
+                raise DataError(
+                    f"{where}: messages must alternate {tags['user_tag']}/{tags['assistant_tag']}"
+                )
+            turns = [(messages[i][1], messages[i + 1][1]) for i in range(0, len(messages), 2)]
+            prompt = Prompt("", turns[-1][0], turns[:-1])
+            sample = Sample(prompt, turns[-1][1], system=system, db_id=row.get("db_id"))
+        if "images" in columns:  # LLaMA-Factory's multimodal records: <image> placeholders + files
+            from sqltune.train.multimodal import record_images
+
+            texts = [text for _, text in messages]
+            sample.images = record_images(row.get(columns["images"]), texts, dataset_dir, where)
+        samples.append(sample)
     return samples
+
+
+def _agent_sample(messages: list[tuple[str, str]], tools, tags: dict, where: str) -> Sample:
+    """A tool-call conversation (LLaMA-Factory's agent format) in the roles of
+    `Template.encode_messages`, checked here so that a bad record is named by its line. Its prompt
+    and response are the first prompt turn and the final answer: what stages that train on single
+    answers (grpo, kto, ...) read from it."""
+    try:
+        schemas = read_tools(tools) if tools is not None else []
+    except ValueError as err:  # json.JSONDecodeError included
+        raise DataError(f"{where}: bad tools ({err})") from None
+    prompt_roles = {tags["user_tag"]: "user", tags["observation_tag"]: "observation"}
+    response_roles = {tags["assistant_tag"]: "assistant", tags["function_tag"]: "function_call"}
+    converted: list[Message] = []
+    for index, (role, content) in enumerate(messages):
+        allowed = response_roles if index % 2 else prompt_roles
+        if role not in allowed:
+            raise DataError(
+                f"{where}: messages must alternate {'/'.join(prompt_roles)} and {'/'.join(response_roles)}"
+                f" (message {index + 1} is '{role}')"
+            )
+        if allowed[role] == "function_call":
+            try:
+                read_function_call(content)
+            except MalformedCall as err:
+                raise DataError(f"{where}: message {index + 1} is not a tool call ({err})") from None
+        converted.append((allowed[role], content))
+    if not converted or len(converted) % 2:
+        raise DataError(f"{where}: the conversation must end with a {'/'.join(response_roles)} message")
+    answer = next((text for role, text in reversed(converted) if role == "assistant"), converted[-1][1])
+    return Sample(Prompt("", converted[0][1]), answer, messages=converted, tools=schemas)
 
 
 def read_samples(dataset_dir: str | Path, name: str, max_samples: int | None = None) -> list[Sample]:
@@ -140,9 +193,10 @@ class EncodeStats:
     tokens: int = 0
     response_tokens: int = 0
     response_tokens_p95: int = 0  # a typical long answer: prediction keeps this much room for it
+    tool_format: str | None = None  # agent data: "native" (the chat template's) or "default" (sqltune's)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "tool_format" or v}
 
 
 def fit_sample(sample: Sample, template: Template, tokenizer, budget: int, reserved: int = 0):
@@ -173,8 +227,17 @@ def encode_samples(
     features = []
     answer_lengths = []
     for sample in samples:
-        input_ids, labels = encode_example(sample.prompt, sample.response, template, tokenizer, sample.system)
-        if len(input_ids) > cutoff_len:
+        if sample.messages is not None:  # an agent conversation: every call and answer labelled
+            input_ids, labels = encode_conversation(
+                sample.messages, template, tokenizer, sample.system, sample.tools
+            )
+            if sample.tools:
+                stats.tool_format = tool_format(template, tokenizer)
+        else:
+            input_ids, labels = encode_example(
+                sample.prompt, sample.response, template, tokenizer, sample.system
+            )
+        if len(input_ids) > cutoff_len:  # an agent conversation has no schema to shorten: dropped
             response_len = sum(label != IGNORE_INDEX for label in labels)
             fitted = fit_sample(sample, template, tokenizer, cutoff_len, reserved=response_len)
             if fitted is None:
@@ -189,7 +252,7 @@ def encode_samples(
         features.append({"input_ids": input_ids, "labels": labels})
         stats.kept += 1
         stats.tokens += len(input_ids)
-        answer_lengths.append(sum(label != IGNORE_INDEX for label in labels))
+        answer_lengths += response_lengths(labels)  # agent conversations: one per call and answer
     stats.response_tokens = sum(answer_lengths)
     if answer_lengths:
         answer_lengths.sort()
@@ -197,6 +260,26 @@ def encode_samples(
             min(len(answer_lengths) - 1, int(0.95 * len(answer_lengths)))
         ]
     return features, stats
+
+
+def response_lengths(labels: list[int]) -> list[int]:
+    """The length of each run of labelled positions: one response each (a model generates them
+    one at a time, so prediction's room for an answer is a single response's length)."""
+    lengths: list[int] = []
+    previous = IGNORE_INDEX
+    for label in labels:
+        if label != IGNORE_INDEX:
+            if previous == IGNORE_INDEX:
+                lengths.append(0)
+            lengths[-1] += 1
+        previous = label
+    return lengths
+
+
+def tool_format(template: Template, tokenizer) -> str:
+    """How `Template.encode_messages` renders tools and calls with this template and tokenizer:
+    "native" (the tokenizer's chat template renders them) or "default" (`sqltune.models.tools`)."""
+    return "native" if template.name == "hf" and supports_tools(tokenizer) else "default"
 
 
 def split_validation(features: list[dict], val_size: float, seed: int) -> tuple[list[dict], list[dict]]:

@@ -21,8 +21,14 @@ def build(
 ) -> StageRun:
     from transformers.trainer_utils import IntervalStrategy
 
+    from sqltune.models.loading import resolve_base
+    from sqltune.models.multimodal import is_multimodal
     from sqltune.train.data import build_features, collator, prompt_settings, split_validation, to_dataset
 
+    if is_multimodal(resolve_base(model_args)):  # a vision-language model: images in the records
+        from sqltune.train import multimodal
+
+        return multimodal.build(model_args, data_args, finetuning_args, training_args, template, tokenizer)
     names = data_args.dataset_names
     prompt_args = prompt_settings(data_args.dataset_dir, names + data_args.eval_dataset_names)
     features, data_stats = build_features(data_args, names, template, tokenizer)
