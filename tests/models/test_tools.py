@@ -62,6 +62,14 @@ def test_answers_are_no_calls(text):
     "text, message",
     [
         ('<tool_call>\n{"name": "execute_sql", "arguments": {"sql": }\n</tool_call>', "not a JSON call"),
+        (
+            '<tool_call>\n{"name": "execute_sql", "arguments": {"sql": "SELECT 1 FROM t WHERE a = "x',
+            "not a JSON call",
+        ),
+        (
+            '<tool_call>\n{"name": "execute_sql", "arguments": {"sql": "a", "b": "c "d""}}\n</tool_call>',
+            "not a JSON call",
+        ),
         ('<tool_call>\n{"arguments": {"sql": "SELECT 1"}}\n</tool_call>', "needs a 'name'"),
         ('<tool_call>\n{"name": "", "arguments": {}}\n</tool_call>', "needs a 'name'"),
         ('<tool_call>\n["execute_sql"]\n</tool_call>', "needs a 'name'"),
@@ -76,6 +84,15 @@ def test_answers_are_no_calls(text):
 def test_malformed_calls_raise(text, message):
     with pytest.raises(MalformedCall, match=message):
         parse_calls(text)
+
+
+def test_unescaped_quotes_in_the_one_string_argument_are_read_as_written():
+    text = (
+        '<tool_call>\n{"name": "execute_sql", "arguments": {"sql": "SELECT name FROM singer WHERE '
+        'country  =  "France" AND x = \\"y\\""}}\n</tool_call>'
+    )
+    sql = 'SELECT name FROM singer WHERE country  =  "France" AND x = "y"'
+    assert parse_calls(text) == [ToolCall("execute_sql", {"sql": sql})]
 
 
 @pytest.mark.parametrize(

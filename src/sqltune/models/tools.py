@@ -13,8 +13,10 @@ through `apply_chat_template(..., tools=...)`. Every other template uses sqltune
 
 `parse_calls` reads calls back from generated text in the default format and in the two formats
 tool-aware templates produce most (Hermes `<tool_call>` blocks, a bare JSON object with `name` and
-`arguments`/`parameters`); text with no call is the model's final answer. Our own code: transformers
-renders tools but has no general parser for generated calls.
+`arguments`/`parameters`); text with no call is the model's final answer. A `<tool_call>` block
+that is not JSON only because its one string argument holds unescaped double quotes (small models
+write `"sql": "SELECT ... = "France""`) is read with that value as written. Our own code:
+transformers renders tools but has no general parser for generated calls.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ TOOL_PROMPT = (
 )
 OBSERVATION_PREFIX = "Observation:\n"
 CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+# A call with one string argument whose value holds unescaped double quotes (`"sql": "... = "France""`),
+# the JSON slip small models make most with SQL: the value runs to the closing `"}}`.
+ONE_STRING_ARGUMENT = re.compile(
+    r'\{\s*"name"\s*:\s*"(\w+)"\s*,\s*"(?:arguments|parameters)"\s*:\s*\{\s*"(\w+)"\s*:\s*"(.*)"\s*\}\s*\}',
+    re.S,
+)
+ANOTHER_ARGUMENT = re.compile(r'"\s*,\s*"\w+"\s*:')  # then it was not one argument
 
 
 class MalformedCall(ValueError):
@@ -111,6 +120,16 @@ def format_calls(calls: list[ToolCall]) -> str:
     return "\n".join(f"<tool_call>\n{call.as_json()}\n</tool_call>" for call in calls)
 
 
+def _lenient_call(block: str) -> ToolCall:
+    """A call whose only argument is a string with unescaped quotes inside (see ONE_STRING_ARGUMENT),
+    read with the value taken as written; anything else that is not JSON is malformed."""
+    match = ONE_STRING_ARGUMENT.fullmatch(block.strip())
+    if match is None or ANOTHER_ARGUMENT.search(match.group(3)):
+        raise MalformedCall(f"not a JSON call: {block[:60]!r}")
+    name, argument, value = match.groups()
+    return ToolCall(name, {argument: value.replace('\\"', '"')})
+
+
 def parse_calls(text: str) -> list[ToolCall]:
     """The tool calls in generated text, or [] when it calls none (a final answer).
     Raises `MalformedCall` when the text opens a call that cannot be read."""
@@ -121,7 +140,7 @@ def parse_calls(text: str) -> list[ToolCall]:
             try:
                 calls.append(_call(json.loads(block)))
             except json.JSONDecodeError:
-                raise MalformedCall(f"not a JSON call: {block[:60]!r}") from None
+                calls.append(_lenient_call(block))
         return calls
     stripped = text.strip()
     if stripped.startswith("{"):
