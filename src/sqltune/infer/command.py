@@ -113,7 +113,7 @@ def run_predict(
     from sqltune.infer.engine import model_source, open_engine
     from sqltune.infer.predictions import PredictionFile
     from sqltune.infer.questions import build_questions, dataset_examples, prompt_arguments, token_budget
-    from sqltune.models.multimodal import is_multimodal
+    from sqltune.models.multimodal import is_multimodal, is_multimodal_run
     from sqltune.models.templates import get_template
 
     if not args.dataset:
@@ -124,7 +124,10 @@ def run_predict(
             "a server, use sqltune eval --db-url"
         )
     source = model_source(args.run_dir, model_args)
-    if is_multimodal(source.weights):  # a vision-language run: each question asked with its images
+    # a vision-language run or model: each question asked with its images. Read from the run card or
+    # the model folder, without resolving the model: a resumed prediction with nothing left to
+    # answer needs no model.
+    if is_multimodal_run(source.card) if source.card else is_multimodal(model_args.model_name_or_path):
         from sqltune.infer.multimodal import predict_with_images
 
         return predict_with_images(source, args, settings, progress)
