@@ -80,25 +80,14 @@ def diverse_model_dir(tmp_path_factory) -> Path:
     """The tiny model with large random weights, so greedy answers differ from question to question
     and some end early with the EOS token (the default initialisation repeats one token)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    from tests.tiny import build_tokenizer
+    from tests.tiny import build_tokenizer, llama_config
 
     folder = tmp_path_factory.mktemp("diverse-llama")
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        initializer_range=0.5,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = llama_config(tokenizer, initializer_range=0.5)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -9,7 +9,7 @@ import pytest
 
 from sqltune.cli import main as cli
 from sqltune.runcard import RunCard
-from tests.tiny import QUESTIONS, build_tokenizer
+from tests.tiny import QUESTIONS, build_tokenizer, llama_config
 
 COLORS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 180, 30), "black": (0, 0, 0)}
 
@@ -21,7 +21,6 @@ def build_vlm_dir(folder, seed: int = 0):
     import torch
     from transformers import (
         CLIPVisionConfig,
-        LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
@@ -47,18 +46,8 @@ def build_vlm_dir(folder, seed: int = 0):
         image_size=32,
         patch_size=8,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        initializer_range=0.25,  # logits that LoRA on 32 dimensions can move far from uniform
-    )
+    # logits that LoRA on 32 dimensions can move far from uniform
+    text = llama_config(tokenizer, initializer_range=0.25)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
