@@ -154,6 +154,21 @@ def build_model_dir(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
     return folder
 
 
+def train_options(model_dir, data_dir, out, *extra: str, **settings) -> list[str]:
+    """`sqltune train` options for a model on the tiny dataset (`make_dataset`'s tiny_train), logging
+    every step and saving nothing; then `settings` as key=value, then `extra` as given."""
+    return [
+        f"model_name_or_path={model_dir}",
+        f"dataset_dir={data_dir}",
+        "dataset=tiny_train",
+        f"output_dir={out}",
+        "logging_steps=1",
+        "save_strategy=no",
+        *(f"{key}={value}" for key, value in settings.items()),
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_model_dir(tmp_path_factory.mktemp("tiny-llama"))

@@ -16,7 +16,7 @@ from sqltune.models.loading import load_for_inference
 from sqltune.runcard import RunCard
 from sqltune.train.methods import shift_attn
 from sqltune.train.methods.expand import expand_layers
-from tests.tiny import build_tokenizer
+from tests.tiny import build_tokenizer, train_options
 
 ZEROED = ("o_proj", "down_proj")
 
@@ -77,20 +77,10 @@ def batch(seed: int = 1, length: int = 20, vocab: int = 300):
 
 
 def train(model_dir, data_dir, out, *extra: str) -> int:
-    argv = [
-        "train",
-        f"model_name_or_path={model_dir}",
-        f"dataset_dir={data_dir}",
-        "dataset=tiny_train",
-        f"output_dir={out}",
-        "max_steps=3",
-        "per_device_train_batch_size=2",
-        "logging_steps=1",
-        "save_strategy=no",
-        "bf16=false",
-        *extra,
-    ]
-    return cli(argv)
+    options = train_options(
+        model_dir, data_dir, out, *extra, max_steps=3, per_device_train_batch_size=2, bf16="false"
+    )
+    return cli(["train", *options])
 
 
 def one_line_error(capsys) -> str:

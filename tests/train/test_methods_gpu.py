@@ -21,6 +21,7 @@ from sqltune.models.loading import load_for_inference, load_model, load_tokenize
 from sqltune.models.templates import get_template
 from sqltune.runcard import RunCard
 from sqltune.train.methods.gpu import quantizer_implemented
+from tests.tiny import train_options
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 ON_CPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown without a GPU")
@@ -32,20 +33,17 @@ def has(package: str) -> bool:
 
 
 def options(model_dir, data_dir, out, *extra: str) -> list[str]:
-    return [
-        f"model_name_or_path={model_dir}",
-        f"dataset_dir={data_dir}",
-        "dataset=tiny_train",
-        f"output_dir={out}",
-        "cutoff_len=1024",
-        "per_device_train_batch_size=1",
-        "logging_steps=1",
-        "save_strategy=no",
-        "learning_rate=1e-3",
-        "max_steps=2",
-        "seed=3",
+    return train_options(
+        model_dir,
+        data_dir,
+        out,
         *extra,
-    ]
+        cutoff_len=1024,
+        per_device_train_batch_size=1,
+        learning_rate="1e-3",
+        max_steps=2,
+        seed=3,
+    )
 
 
 def one_line_error(capsys, argv: list[str], message: str, out: Path) -> None:

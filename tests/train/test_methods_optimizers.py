@@ -17,26 +17,24 @@ from sqltune.config import parse_args
 from sqltune.errors import SqltuneWarning
 from sqltune.runcard import RunCard
 from sqltune.train.command import GROUPS, run_train
+from tests.tiny import train_options
 
 RANK = 4
 ZERO2 = Path(__file__).resolve().parents[2] / "configs" / "deepspeed" / "ds_z2.json"
 
 
 def options(model_dir, data_dir, out, *extra: str) -> list[str]:
-    return [
-        f"model_name_or_path={model_dir}",
-        f"dataset_dir={data_dir}",
-        "dataset=tiny_train",
-        f"output_dir={out}",
-        "cutoff_len=1024",
-        "per_device_train_batch_size=2",
-        "logging_steps=1",
-        "save_strategy=no",
-        "learning_rate=1e-3",
-        "finetuning_type=full",
-        "max_steps=2",
+    return train_options(
+        model_dir,
+        data_dir,
+        out,
         *extra,
-    ]
+        cutoff_len=1024,
+        per_device_train_batch_size=2,
+        learning_rate="1e-3",
+        finetuning_type="full",
+        max_steps=2,
+    )
 
 
 def train_watched(argv: list[str], probe: TrainerCallback) -> RunCard:
