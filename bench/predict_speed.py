@@ -7,7 +7,8 @@ row has ended, and runs in bfloat16 where the CPU has native bf16 instructions.
 
 Everything else is equal: the embedded SmolLM2-135M-Instruct, the same Spider dev questions (the
 first questions of a few databases, in dev order, as a full dev run meets them), DB-GPT-Hub prompts
-in the model's chat template, greedy decoding, max_new_tokens 128, one process on the CPU. Reported: questions/s, generated tokens/s,
+in the model's chat template, greedy decoding, max_new_tokens 128, one process on the CPU, and no stop at the end of the first SQL
+statement (`--stop-after-statement` turns on sqltune's default, which the loop does not have). Reported: questions/s, generated tokens/s,
 the speed-up over the fp32 loop, and how many answers equal the fp32 loop's.
 
     python bench/predict_speed.py                          # all variants, 3 databases x 16 questions
@@ -71,15 +72,16 @@ def run_loop(model, stops: list[int], prompts: list[list[int]], max_new_tokens: 
     return answers
 
 
-def measure(variant: str, prompts, max_new_tokens: int, batch_size: int) -> dict:
+def measure(variant: str, prompts, max_new_tokens: int, batch_size: int, stop_after_statement: bool) -> dict:
     from sqltune.args import GeneratingArguments, ModelArguments
     from sqltune.infer.engine import model_source, open_engine
 
     dtype = "bfloat16" if variant.endswith("bf16") else "float32"
     engine = open_engine(model_source(None, ModelArguments()), dtype=dtype, batch_size=batch_size)
-    settings = GeneratingArguments(max_new_tokens=max_new_tokens)
+    settings = GeneratingArguments(max_new_tokens=max_new_tokens, stop_after_statement=stop_after_statement)
     warm = prompts[:2]
     if variant.startswith("loop"):
+        engine.model.set_attn_implementation("sdpa")  # the stock model, as DB-GPT-Hub runs it
         run_loop(engine.model, engine.stop_ids, warm, 8)
         began = time.perf_counter()
         raw = run_loop(engine.model, engine.stop_ids, prompts, max_new_tokens)
@@ -115,6 +117,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--stop-after-statement",
+        action="store_true",
+        help="let the engine end an answer at its first complete statement (sqltune's default); "
+        "off, every variant generates until EOS or max_new_tokens, as the loop does",
+    )
     parser.add_argument("--only", action="append", choices=VARIANTS, help="run only these variants")
     parser.add_argument("--json", type=Path, help="also write the results here")
     options = parser.parse_args()
@@ -139,7 +147,8 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; engine batch size {options.batch_size}"
     )
     results = [
-        measure(v, prompts, options.max_new_tokens, options.batch_size) for v in options.only or VARIANTS
+        measure(v, prompts, options.max_new_tokens, options.batch_size, options.stop_after_statement)
+        for v in options.only or VARIANTS
     ]
     reference = next((r for r in results if r["variant"] == "loop fp32"), None)
     print(

@@ -1,5 +1,7 @@
 """The transformers engine: batching must not change answers, stops early, ranks candidates."""
 
+import functools
+
 import torch
 
 from sqltune.args import GeneratingArguments, ModelArguments
@@ -64,13 +66,19 @@ def test_a_shared_prompt_prefix_is_computed_once_without_changing_answers(divers
     engine, prompts = engine_and_prompts(diverse_model_dir, batch_size=4)
     schema = engine.tokenizer(" ".join(QUESTIONS * 3), add_special_tokens=False)["input_ids"]
     shared = [schema + p for p in prompts]  # one long instruction + schema, then each question
-    prefills = []
-    prefill = engine.prefill
-    monkeypatch.setattr(
-        engine, "prefill", lambda prefix, rows: prefills.append(len(prefix)) or prefill(prefix, rows)
-    )
+    computed = []  # (rows, tokens) of every forward pass, prefill and decoding
+    forward = engine.model.forward
+
+    @functools.wraps(forward)  # generate reads the signature to know which inputs the model takes
+    def counting(input_ids=None, **options):
+        computed.append(tuple(input_ids.shape))
+        return forward(input_ids=input_ids, **options)
+
+    monkeypatch.setattr(engine.model, "forward", counting)
     answers = answers_by_index(engine.generate(shared, GeneratingArguments(max_new_tokens=10)))
-    assert len(prefills) == 2 and min(prefills) >= len(schema)  # once per batch
+    prefix_passes = [shape for shape in computed if shape[0] == 1 and shape[1] >= len(schema)]
+    assert len(prefix_passes) == 2  # the schema once per batch, not once per row
+    assert max(shape[0] * shape[1] for shape in computed) < 4 * len(schema)
     for index, prompt in enumerate(shared):
         (tokens,) = one_at_a_time(engine, prompt, 10, do_sample=False)
         length = engine.answer_length(tokens)

@@ -6,11 +6,12 @@ What makes it several times faster than asking one question at a time (docs/benc
   advancing together; a batch stops as soon as every row has produced a stop token (the
   tokenizer's EOS or the template's end-of-turn token) or, with `stop_after_statement`, a
   complete SQL statement (a base model otherwise rambles on to `max_new_tokens`);
-* prompts are sorted token by token, so a batch holds questions about the same database, which
-  begin with the same instruction and schema. That shared prefix is computed once and its KV cache
-  repeated for every row (transformers' prompt-cache reuse); each row then only adds its question.
-  The rows are laid out as prefix, padding, question, and the attention mask hides the padding;
-  without a shared prefix this is plain left padding;
+* prompts are sorted token by token, so a batch holds runs of questions about the same database,
+  which begin with the same instruction and schema. Each run's shared prefix is computed once and
+  its KV cache repeated for the run's rows; each row then only adds its question
+  (`sqltune.infer.prefill`), and `generate` starts from the assembled cache;
+* on the CPU, a decoding step's single-token attention runs as two batched matrix products
+  (`sqltune.infer.decode_attention`) instead of the CPU flash-attention kernel;
 * a LoRA adapter is merged into the weights in memory (the adapter matmuls of every layer cost more
   than they are worth at inference); the dtype is chosen by `sqltune.precision.inference_dtype`.
 
@@ -19,7 +20,6 @@ Several candidates per question are the best beams, or samples ranked by their m
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator, Sequence
 
@@ -33,10 +33,10 @@ from transformers import (
 )
 
 from sqltune.args import GeneratingArguments
+from sqltune.infer.decode_attention import use_decode_attention
 from sqltune.infer.engine import Batch, Candidate, ModelSource, is_quantized, stop_token_ids
+from sqltune.infer.prefill import Prefilled, left_padded, prefill
 from sqltune.sql_extract import statement_complete
-
-MIN_SHARED_PREFIX = 32  # prompt tokens a batch must share before computing them once is worth it
 
 
 class ChosenTokenLogprobs(LogitsProcessor):
@@ -111,6 +111,7 @@ class HfEngine:
         self.seed = seed
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
         self._statement_end_tokens: frozenset[int] | None = None
+        self.prefill_prompts = True  # off once a model's cache turns out not to allow it
 
     @classmethod
     def load(cls, source: ModelSource, dtype: str, batch_size: int = 16, seed: int = 42) -> HfEngine:
@@ -128,6 +129,7 @@ class HfEngine:
             )
         if isinstance(model, PeftModel) and not is_quantized(model.get_base_model()):
             model = model.merge_and_unload()
+        use_decode_attention(model)
         stops = stop_token_ids(source.template, tokenizer, model.generation_config.eos_token_id)
         return cls(model.eval(), tokenizer, stops, batch_size, seed)
 
@@ -186,20 +188,15 @@ class HfEngine:
             began = time.perf_counter()
             indices = order[start : start + self.batch_size]
             rows = [prompts[i] for i in indices]
-            prefix = shared_prefix(rows)
-            cache = (
-                self.prefill(prefix, len(rows) * rows_per_prompt)
-                if len(prefix) >= MIN_SHARED_PREFIX
-                else None
-            )
-            input_ids, attention_mask = self.pad(rows, len(prefix) if cache is not None else 0)
+            prepared = self.prepare(rows, rows_per_prompt)
+            input_ids = prepared.input_ids
             recorder = ChosenTokenLogprobs() if settings.do_sample and candidates > 1 else None
             statement_end = self.statement_end(settings, input_ids.shape[1])
             with torch.inference_mode():
                 output = self.model.generate(
                     input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    cache=cache,
+                    attention_mask=prepared.attention_mask,
+                    cache=prepared.cache,
                     generation_config=config,
                     logits_processor=LogitsProcessorList([recorder] if recorder else []),
                     stopping_criteria=StoppingCriteriaList([statement_end] if statement_end else []),
@@ -219,36 +216,15 @@ class HfEngine:
                 answers.append(group)
             yield Batch(indices, answers, time.perf_counter() - began)
 
-    def prefill(self, prefix: list[int], rows: int):
-        """The KV cache of `prefix`, computed once and repeated for `rows` rows (transformers' way of
-        reusing a prompt cache: `generate` then computes only the tokens after it)."""
-        with torch.inference_mode():
-            output = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True)
-        cache = output.cache
-        cache.batch_repeat_interleave(rows)
-        return cache
-
-    def pad(self, prompts: Sequence[list[int]], shared: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows of `shared` prefix tokens, then padding, then each prompt's own tokens (left padding
-        when nothing is shared). The attention mask hides the padding, and transformers derives each
-        token's position from the mask, so a row reads exactly as its prompt alone."""
-        tail = max(len(p) for p in prompts) - shared
-        input_ids = torch.full((len(prompts), shared + tail), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for row, ids in enumerate(prompts):
-            input_ids[row, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
-            attention_mask[row, :shared] = 1
-            own = len(ids) - shared
-            input_ids[row, shared + tail - own :] = torch.tensor(ids[shared:], dtype=torch.long)
-            attention_mask[row, shared + tail - own :] = 1
-        return input_ids.to(self.model.device), attention_mask.to(self.model.device)
-
-
-def shared_prefix(prompts: Sequence[list[int]]) -> list[int]:
-    """The tokens every prompt starts with, leaving each prompt at least one token of its own (the
-    last prompt token must go through the model to predict the first answer token)."""
-    prefix = os.path.commonprefix([list(p) for p in prompts])
-    return prefix[: min(len(prefix), min(len(p) for p in prompts) - 1)]
+    def prepare(self, rows: Sequence[list[int]], copies: int) -> Prefilled:
+        """The batch's prompts computed up to their last token (`sqltune.infer.prefill`), or plainly
+        left-padded for a model whose KV cache cannot be laid out row by row."""
+        if self.prefill_prompts:
+            prefilled = prefill(self.model, rows, self.pad_id, copies)
+            if prefilled is not None:
+                return prefilled
+            self.prefill_prompts = False
+        return left_padded(rows, self.pad_id, self.model.device)
 
 
 def _likelihood(candidate: Candidate) -> float:
