@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--spider", type=Path, default=ROOT.parent / "shared" / "data" / "spider")
     parser.add_argument("--databases", type=int, default=3)
     parser.add_argument("--per-database", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -926,7 +926,7 @@ class PredictArguments:
         default="auto",
         metadata=_help(f"one of {', '.join(INFER_DTYPES)}; auto: bfloat16 where the hardware runs it fast"),
     )
-    batch_size: int = field(default=16, metadata=_help("questions per generate call (hf)"))
+    batch_size: int = field(default=32, metadata=_help("questions per generate call (hf)"))
     cutoff_len: int | None = field(
         default=None,
         metadata=_help("max prompt + answer tokens (default: the run's cutoff_len, else 1024)"),
@@ -1202,7 +1202,7 @@ class RunArguments:
     train_limit: int | None = field(default=None, metadata=_help("train on the first N examples"))
     eval_limit: int | None = field(default=None, metadata=_help("evaluate on the first N dev questions"))
     cutoff_len: int = field(default=1024, metadata=_help("max prompt + answer tokens (train and predict)"))
-    infer_batch_size: int = field(default=16, metadata=_help("questions decoded together when predicting"))
+    infer_batch_size: int = field(default=32, metadata=_help("questions decoded together when predicting"))
     infer_dtype: str = field(default="auto", metadata=_help(f"one of {', '.join(INFER_DTYPES)}"))
     before: bool = field(default=True, metadata=_help("also score the base model before fine-tuning"))
     eval_timeout: float = field(default=30.0, metadata=_help("seconds a query may run when scoring"))

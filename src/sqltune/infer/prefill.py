@@ -17,6 +17,7 @@ schema prefixes instead of a full prompt per row.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,8 +68,8 @@ def prefix_runs(rows: Sequence[list[int]], min_shared: int = 32) -> list[Run]:
     return best[count][1]
 
 
-def growing_layer(keys: torch.Tensor, values: torch.Tensor):
-    """A KV cache layer holding `keys`/`values` (batch, heads, length, dim) that grows in place."""
+@functools.cache
+def _growing_layer_class():
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
@@ -96,21 +97,20 @@ def growing_layer(keys: torch.Tensor, values: torch.Tensor):
             self.buffer = tuple(buffers)
             self.keys, self.values = (b.transpose(2, 3) for b in self.buffer)
 
+        def holds_buffer(self) -> bool:
+            """Whether `keys` is still a view of this layer's buffer (beam search replaces it)."""
+            buffer = getattr(self, "buffer", None)
+            return (
+                buffer is not None
+                and self.keys.data_ptr() == buffer[0].data_ptr()
+                and self.keys.shape == buffer[0].transpose(2, 3).shape
+            )
+
         def reserve(self, slots: int) -> None:
             """Make room for `slots` filled slots (and take over replaced tensors)."""
-            buffer = getattr(self, "buffer", None)
-            if (
-                buffer is None
-                or self.keys.data_ptr() != buffer[0].data_ptr()
-                or self.keys.shape
-                != (
-                    *buffer[0].shape[:2],
-                    buffer[0].shape[-1],
-                    buffer[0].shape[-2],
-                )
-            ):
+            if not self.holds_buffer():
                 self.adopt(self.keys, self.values, max(slots, self.keys.shape[-2]) + GROWTH)
-            elif slots > buffer[0].shape[-1]:
+            elif slots > self.buffer[0].shape[-1]:
                 self.adopt(self.keys, self.values, slots + GROWTH)
 
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
@@ -132,7 +132,12 @@ def growing_layer(keys: torch.Tensor, values: torch.Tensor):
             if tokens_to_remove < 0:
                 self.filled = max(0, self.filled + tokens_to_remove)
 
-    layer = GrowingLayer()
+    return GrowingLayer
+
+
+def growing_layer(keys: torch.Tensor, values: torch.Tensor):
+    """A KV cache layer holding `keys`/`values` (batch, heads, length, dim) that grows in place."""
+    layer = _growing_layer_class()()
     layer.lazy_initialization(keys, values)
     layer.filled = keys.shape[-2]
     layer.adopt(keys, values, keys.shape[-2] + GROWTH)
