@@ -39,6 +39,7 @@ SQLTUNE_VARIANTS = {
     "sqltune bf16 compile": {"bf16": True, "torch_compile": True},
     "sqltune bf16 low-memory allocator": {"bf16": True, "low_memory_allocator": True},
     "sqltune bf16 gradient checkpointing": {"bf16": True, "gradient_checkpointing": True},
+    "sqltune bf16 stock activations": {"bf16": True, "lean_activations": False},
 }
 LF_VARIANTS = {
     "llamafactory bf16": {"bf16": True},

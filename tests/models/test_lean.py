@@ -1,0 +1,131 @@
+"""`lean_activations`: RMSNorm, SwiGLU and grouped-query attention that keep less for the backward
+pass, with the stock modules' results and gradients."""
+
+import copy
+
+import pytest
+import torch
+
+from sqltune.cli import main as cli
+from sqltune.models.lean import grouped_attention, rms_norm, swiglu, use_lean_activations
+from sqltune.runcard import RunCard
+from tests.tiny import build_tokenizer, llama_config, train_options
+
+
+def gradients(function, *inputs):
+    inputs = [x.detach().clone().requires_grad_(True) for x in inputs]
+    output = function(*inputs)
+    output.backward(torch.linspace(-1, 1, output.numel()).reshape(output.shape).to(output.dtype))
+    return output.detach(), [x.grad for x in inputs]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_and_swiglu_match_the_stock_code(dtype):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    torch.manual_seed(0)
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    hidden = torch.randn(3, 7, 16, dtype=dtype) * 3
+    weight = (torch.rand(16) + 0.5).to(dtype)
+    stock = LlamaRMSNorm(16, eps=1e-5).to(dtype)
+
+    def stock_norm(x, w):
+        stock.weight = torch.nn.Parameter(w)
+        output = stock(x)
+        stock.weight.retain_grad()
+        return output
+
+    expected, (grad_x, _) = gradients(stock_norm, hidden, weight)
+    got, (lean_grad_x, lean_grad_w) = gradients(lambda x, w: rms_norm(x, w, 1e-5), hidden, weight)
+    torch.testing.assert_close(got, expected, **tolerance)
+    torch.testing.assert_close(lean_grad_x, grad_x, **tolerance)
+    torch.testing.assert_close(lean_grad_w, stock.weight.grad, **tolerance)
+
+    gate, up = torch.randn(2, 5, 12, dtype=dtype) * 2, torch.randn(2, 5, 12, dtype=dtype)
+    expected, expected_grads = gradients(lambda g, u: torch.nn.functional.silu(g) * u, gate, up)
+    got, got_grads = gradients(swiglu, gate, up)
+    torch.testing.assert_close(got, expected, **tolerance)
+    for lean_grad, stock_grad in zip(got_grads, expected_grads):
+        torch.testing.assert_close(lean_grad, stock_grad, **tolerance)
+
+
+class Attention(torch.nn.Module):
+    num_key_value_groups = 3
+    is_causal = True
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_grouped_attention_matches_repeated_heads(masked):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(0)
+    query, key, value = torch.randn(2, 6, 9, 8), torch.randn(2, 2, 9, 8), torch.randn(2, 2, 9, 8)
+    mask = None
+    if masked:  # causal, with the second row left-padded by three tokens
+        mask = torch.ones(9, 9, dtype=torch.bool).tril().expand(2, 1, 9, 9).clone()
+        mask[1, :, :, :3] = False
+        mask[1, :, :3, :3] = torch.eye(3, dtype=torch.bool)  # padding queries see themselves only
+    module = Attention()
+    expected, expected_grads = gradients(
+        lambda q, k, v: sdpa_attention_forward(module, q, k, v, mask, scaling=0.4)[0], query, key, value
+    )
+    got, got_grads = gradients(
+        lambda q, k, v: grouped_attention(module, q, k, v, mask, scaling=0.4)[0], query, key, value
+    )
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    for lean_grad, stock_grad in zip(got_grads, expected_grads):
+        torch.testing.assert_close(lean_grad, stock_grad, atol=1e-5, rtol=1e-5)
+
+
+def saved_bytes_loss_and_gradients(model, batch):
+    model.zero_grad()
+    saved = {}
+
+    def pack(tensor):
+        saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = model(**batch, labels=batch["input_ids"]).loss
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return sum(saved.values()), loss.item(), grads
+
+
+def test_a_lean_model_trains_like_the_stock_model_and_keeps_less():
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer()
+    stock = LlamaForCausalLM(
+        llama_config(tokenizer, hidden=48, num_hidden_layers=3, attn_implementation="sdpa")
+    )
+    lean = copy.deepcopy(stock)
+    assert use_lean_activations(lean) == {"rms_norm": 7, "swiglu": 3, "grouped_attention": 1}
+    mask = torch.ones(4, 40, dtype=torch.long)
+    mask[1, :11] = 0  # padding, so that attention runs with a mask
+    batch = {"input_ids": torch.randint(3, len(tokenizer), (4, 40)), "attention_mask": mask}
+    stock_bytes, stock_loss, stock_grads = saved_bytes_loss_and_gradients(stock, batch)
+    lean_bytes, lean_loss, lean_grads = saved_bytes_loss_and_gradients(lean, batch)
+    assert lean_loss == pytest.approx(stock_loss, rel=1e-5)
+    assert lean_grads.keys() == stock_grads.keys()
+    for name, grad in stock_grads.items():
+        torch.testing.assert_close(lean_grads[name], grad, atol=1e-5, rtol=1e-4)
+    assert lean_bytes < 0.9 * stock_bytes
+
+
+def test_lean_activations_train_through_the_cli(tiny_model_dir, tiny_data_dir, tmp_path):
+    out = tmp_path / "run"
+    argv = train_options(
+        tiny_model_dir, tiny_data_dir, out, max_steps=3, lean_activations="true", bf16="true"
+    )
+    assert cli(["train", *argv]) == 0
+    card = RunCard.load(out)
+    assert card.arguments["lean_activations"] is True
+    assert card.stage_settings["lean_activations"] == {"rms_norm": 5, "swiglu": 2, "grouped_attention": 1}
+    stock = tmp_path / "stock"
+    argv = train_options(
+        tiny_model_dir, tiny_data_dir, stock, max_steps=3, bf16="true", lean_activations="false"
+    )
+    assert cli(["train", *argv]) == 0
+    assert "lean_activations" not in RunCard.load(stock).stage_settings
