@@ -40,6 +40,13 @@ SQLTUNE_VARIANTS = {
     "sqltune bf16 low-memory allocator": {"bf16": True, "low_memory_allocator": True},
     "sqltune bf16 gradient checkpointing": {"bf16": True, "gradient_checkpointing": True},
     "sqltune bf16 stock activations": {"bf16": True, "lean_activations": False},
+    # PyTorch's CPU allocator asks for transparent huge pages on large tensors (2 MB pages: fewer faults)
+    "sqltune bf16 low-memory allocator huge pages": {
+        "bf16": True,
+        "low_memory_allocator": True,
+        "_env": {"THP_MEM_ALLOC_ENABLE": "1"},
+    },
+    "sqltune bf16 huge pages": {"bf16": True, "_env": {"THP_MEM_ALLOC_ENABLE": "1"}},
 }
 LF_VARIANTS = {
     "llamafactory bf16": {"bf16": True},
