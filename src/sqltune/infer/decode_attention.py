@@ -55,22 +55,8 @@ def decode_attention(
     return output.reshape(batch, 1, heads, dim), None
 
 
-def register() -> None:
-    """Make `ATTENTION_NAME` known to transformers (attention function and SDPA's mask); idempotent."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(ATTENTION_NAME, decode_attention)
-    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
-
-
 def use_decode_attention(model) -> bool:
     """Switch a CPU model that attends with SDPA to `decode_attention`; whether it was switched."""
-    if model.device.type != "cpu" or getattr(model.config, "_attn_implementation", None) != "sdpa":
-        return False
-    register()
-    try:
-        model.set_attn_implementation(ATTENTION_NAME)
-    except (ValueError, NotImplementedError):  # a model class that accepts no custom attention
-        return False
-    return True
+    from sqltune.models.attention import switch_cpu_sdpa
+
+    return switch_cpu_sdpa(model, ATTENTION_NAME, decode_attention)

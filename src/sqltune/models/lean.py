@@ -142,8 +142,7 @@ def _mask_as(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def use_lean_activations(model) -> dict[str, int]:
     """Switch `model`'s RMSNorm and SwiGLU modules (FAMILIES) and, on the CPU, its attention; the
     number of modules switched, by kind."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from sqltune.models.attention import switch_cpu_sdpa
 
     switched = {"rms_norm": 0, "swiglu": 0, "grouped_attention": 0}
     for module in model.modules():
@@ -154,18 +153,7 @@ def use_lean_activations(model) -> dict[str, int]:
         elif name in MLPS and type(getattr(module, "act_fn", None)).__name__ in ("SiLU", "SiLUActivation"):
             module.forward = types.MethodType(_mlp_forward, module)
             switched["swiglu"] += 1
-    config = getattr(model, "config", None)
-    device = next(model.parameters()).device
-    if (
-        config is not None
-        and getattr(config, "_attn_implementation", None) == "sdpa"
-        and device.type == "cpu"
-    ):
-        AttentionInterface.register(ATTENTION_NAME, grouped_attention)
-        AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.set_attn_implementation(ATTENTION_NAME)
-        switched["grouped_attention"] = 1
+    switched["grouped_attention"] = int(switch_cpu_sdpa(model, ATTENTION_NAME, grouped_attention))
     return switched
 
 

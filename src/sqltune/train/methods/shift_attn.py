@@ -23,6 +23,7 @@ import math
 import torch
 
 from sqltune.errors import ConfigError
+from sqltune.models import attention
 
 ATTENTION_NAME = "sqltune_s2_attn"
 RATIO_ATTRIBUTE = "s2_group_size_ratio"  # set on every attention module of a switched model
@@ -53,19 +54,10 @@ def check_stage(stage: str) -> None:
         )
 
 
-def register() -> None:
-    """Make `ATTENTION_NAME` known to transformers (attention function and mask); idempotent."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(ATTENTION_NAME, shifted_sparse_attention)
-    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
-
-
 def apply_shift_attn(model, group_size_ratio: float = DEFAULT_GROUP_SIZE_RATIO):
     """Switch `model` to S2-Attn with groups of `group_size_ratio` of the sequence; returns it."""
     check_supported(model.config)
-    register()
+    attention.register(ATTENTION_NAME, shifted_sparse_attention)
     model.set_attn_implementation(ATTENTION_NAME)
     for module in model.modules():
         if hasattr(module, "num_key_value_groups"):  # the attention modules
