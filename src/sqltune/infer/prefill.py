@@ -87,15 +87,22 @@ def _growing_layer_class():
 
         filled = 0
 
-        def adopt(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
-            """Copy the first `filled` slots of `keys`/`values` into a new buffer of `room` slots."""
-            buffers = []
-            for old in (keys, values):
-                buffer = old.new_zeros((*old.shape[:2], old.shape[-1], room))
-                buffer[..., : self.filled] = old[:, :, : self.filled].transpose(2, 3)
-                buffers.append(buffer)
-            self.buffer = tuple(buffers)
+        def allocate(self, rows: int, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+            """New zeroed buffers of `rows` rows and `room` slots, heads and dtype as `keys`/`values`."""
+            self.buffer = tuple(t.new_zeros((rows, t.shape[1], t.shape[-1], room)) for t in (keys, values))
             self.keys, self.values = (b.transpose(2, 3) for b in self.buffer)
+
+        def adopt(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+            """Copy the first `filled` slots of `keys`/`values` into new buffers of `room` slots."""
+            self.allocate(keys.shape[0], keys, values, room)
+            self.buffer[0][..., : self.filled] = keys[:, :, : self.filled].transpose(2, 3)
+            self.buffer[1][..., : self.filled] = values[:, :, : self.filled].transpose(2, 3)
+
+        def place(self, rows: slice, keys: torch.Tensor, values: torch.Tensor) -> None:
+            """Write `keys`/`values` of some rows so that they end at the last written slot."""
+            start = self.filled - keys.shape[2]
+            self.buffer[0][rows, :, :, start : self.filled] = keys.transpose(2, 3)
+            self.buffer[1][rows, :, :, start : self.filled] = values.transpose(2, 3)
 
         def holds_buffer(self) -> bool:
             """Whether `keys` is still a view of this layer's buffer (beam search replaces it)."""
@@ -135,12 +142,13 @@ def _growing_layer_class():
     return GrowingLayer
 
 
-def growing_layer(keys: torch.Tensor, values: torch.Tensor):
-    """A KV cache layer holding `keys`/`values` (batch, heads, length, dim) that grows in place."""
+def growing_layer(rows: int, slots: int, keys: torch.Tensor, values: torch.Tensor):
+    """A KV cache layer of `rows` rows whose first `slots` slots count as written (zeros until
+    `place` fills them), with heads and dtype as `keys`/`values`; it grows in place."""
     layer = _growing_layer_class()()
     layer.lazy_initialization(keys, values)
-    layer.filled = keys.shape[-2]
-    layer.adopt(keys, values, keys.shape[-2] + GROWTH)
+    layer.allocate(rows, keys, values, slots + GROWTH)
+    layer.filled = slots
     return layer
 
 
@@ -201,13 +209,11 @@ def prefill(model, rows: Sequence[list[int]], pad_id: int, copies: int = 1) -> P
             cache = None
             if run.shared:
                 cache = _forward(model, ids[:1, : run.shared], mask[:1, : run.shared], None)
-                if not _plain_layers(cache):
-                    return None
                 cache.batch_repeat_interleave(len(members))
             if tail:
                 cache = _forward(model, ids[:, run.shared :], mask, cache)
-                if not _plain_layers(cache):
-                    return None
+            if cache is not None and not _plain_layers(cache):
+                return None
             container = cache if cache is not None else container
             layers = [(layer.keys, layer.values) for layer in cache.layers] if cache is not None else None
             blocks.append((layers, ids, mask))
@@ -223,21 +229,13 @@ def prefill(model, rows: Sequence[list[int]], pad_id: int, copies: int = 1) -> P
         attention_mask[run.start : run.end, width - ids.shape[1] : width] = mask
     input_ids[:, width] = torch.tensor([r[-1] for r in rows], dtype=torch.long, device=device)
     attention_mask[:, width] = 1
-    if container is not None:
+    if container is not None:  # every run's keys and values, side by side in one cache
         for index in range(len(container.layers)):
-            keys = values = None
-            for run, (layers, _, _) in zip(runs, blocks):
-                if layers is None:
-                    continue
-                run_keys, run_values = layers[index]
-                if keys is None:
-                    keys = run_keys.new_zeros((total, *run_keys.shape[1:2], width, run_keys.shape[-1]))
-                    values = run_values.new_zeros(
-                        (total, *run_values.shape[1:2], width, run_values.shape[-1])
-                    )
-                keys[run.start : run.end, :, width - run_keys.shape[2] :] = run_keys
-                values[run.start : run.end, :, width - run_values.shape[2] :] = run_values
-            container.layers[index] = growing_layer(keys, values)
+            placed = [(run, layers[index]) for run, (layers, _, _) in zip(runs, blocks) if layers is not None]
+            layer = growing_layer(total, width, *placed[0][1])
+            for run, (keys, values) in placed:
+                layer.place(slice(run.start, run.end), keys, values)
+            container.layers[index] = layer
         if copies > 1:
             container.batch_repeat_interleave(copies)
     return Prefilled(container, input_ids, attention_mask)
