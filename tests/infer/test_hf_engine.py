@@ -37,6 +37,20 @@ def one_at_a_time(engine, prompt, max_new_tokens, **options):
     return output[:, len(prompt) :].tolist()
 
 
+def counting_forward(model, monkeypatch) -> list[tuple[int, int]]:
+    """Record (rows, tokens) of every forward pass of `model`."""
+    computed = []
+    forward = model.forward
+
+    @functools.wraps(forward)  # generate reads the signature to know which inputs the model takes
+    def counting(input_ids=None, **options):
+        computed.append(tuple(input_ids.shape))
+        return forward(input_ids=input_ids, **options)
+
+    monkeypatch.setattr(model, "forward", counting)
+    return computed
+
+
 def answers_by_index(batches) -> dict:
     return {i: group[0] for b in batches for i, group in zip(b.indices, b.candidates)}
 
@@ -66,15 +80,7 @@ def test_a_shared_prompt_prefix_is_computed_once_without_changing_answers(divers
     engine, prompts = engine_and_prompts(diverse_model_dir, batch_size=4)
     schema = engine.tokenizer(" ".join(QUESTIONS * 3), add_special_tokens=False)["input_ids"]
     shared = [schema + p for p in prompts]  # one long instruction + schema, then each question
-    computed = []  # (rows, tokens) of every forward pass, prefill and decoding
-    forward = engine.model.forward
-
-    @functools.wraps(forward)  # generate reads the signature to know which inputs the model takes
-    def counting(input_ids=None, **options):
-        computed.append(tuple(input_ids.shape))
-        return forward(input_ids=input_ids, **options)
-
-    monkeypatch.setattr(engine.model, "forward", counting)
+    computed = counting_forward(engine.model, monkeypatch)  # prefill and decoding
     answers = answers_by_index(engine.generate(shared, GeneratingArguments(max_new_tokens=10)))
     prefix_passes = [shape for shape in computed if shape[0] == 1 and shape[1] >= len(schema)]
     assert len(prefix_passes) == 2  # the schema once per batch, not once per row

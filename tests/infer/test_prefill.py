@@ -9,7 +9,13 @@ from sqltune.args import GeneratingArguments
 from sqltune.infer import prefill as prefill_module
 from sqltune.infer.decode_attention import decode_attention
 from sqltune.infer.prefill import Run, prefix_runs
-from tests.infer.test_hf_engine import QUESTIONS, answers_by_index, engine_and_prompts, one_at_a_time
+from tests.infer.test_hf_engine import (
+    QUESTIONS,
+    answers_by_index,
+    counting_forward,
+    engine_and_prompts,
+    one_at_a_time,
+)
 
 
 def test_runs_follow_the_databases_of_a_sorted_batch():
@@ -21,20 +27,6 @@ def test_runs_follow_the_databases_of_a_sorted_batch():
     short = [[1, 2, 3], [1, 2, 4], [7, 8]]  # nothing worth a forward call of its own is shared
     assert all(run.shared == 0 for run in prefix_runs(short))
     assert prefix_runs([[5]]) == [Run(0, 1, 0)]
-
-
-def counting_forward(model, monkeypatch) -> list[tuple[int, int]]:
-    """Record (rows, tokens) of every forward pass of `model`."""
-    computed = []
-    forward = model.forward
-
-    @functools.wraps(forward)  # generate reads the signature to know which inputs the model takes
-    def counting(input_ids=None, **options):
-        computed.append(tuple(input_ids.shape))
-        return forward(input_ids=input_ids, **options)
-
-    monkeypatch.setattr(model, "forward", counting)
-    return computed
 
 
 def test_a_batch_over_two_databases_computes_each_schema_once(diverse_model_dir, monkeypatch):
