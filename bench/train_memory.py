@@ -27,12 +27,11 @@ sys.path.insert(0, str(BENCH))
 
 def resident_mb() -> dict[str, int]:
     """The process's resident memory now and at its peak (MB)."""
-    values = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(("VmRSS", "VmHWM")):
-            key, value = line.split(":")
-            values[key] = int(value.split()[0]) // 1024
-    return {"now": values.get("VmRSS", 0), "peak": values.get("VmHWM", 0)}
+    from sqltune.train.command import peak_memory_mb
+
+    status = Path("/proc/self/status").read_text().splitlines()
+    now = next((int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS")), 0)
+    return {"now": now, "peak": int(peak_memory_mb())}
 
 
 def main() -> None:
