@@ -87,8 +87,11 @@ def main() -> None:
             f"after the forward pass {after['now']} MB"
         )
         print(f"loss {loss.item():.3f}")
+        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        weight_bytes = sum(s[0] for ptr, s in saved.items() if ptr in weights)
         print(
-            f"saved for backward: {sum(s[0] for s in saved.values()) / 2**20:.0f} MB in {len(saved)} storages\n"
+            f"saved for backward: {sum(s[0] for s in saved.values()) / 2**20:.0f} MB in {len(saved)} storages, "
+            f"of which the model's own weights {weight_bytes / 2**20:.0f} MB\n"
         )
         print("| MB | tensors | shape | dtype |\n| ---: | ---: | --- | --- |")
         for (shape, dtype), nbytes in sizes.most_common(options.top):

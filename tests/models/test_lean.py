@@ -19,8 +19,9 @@ def gradients(function, *inputs):
     return output.detach(), [x.grad for x in inputs]
 
 
+@pytest.mark.parametrize("keep_output", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rms_norm_and_swiglu_match_the_stock_code(dtype):
+def test_rms_norm_and_swiglu_match_the_stock_code(dtype, keep_output):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
     torch.manual_seed(0)
@@ -36,7 +37,9 @@ def test_rms_norm_and_swiglu_match_the_stock_code(dtype):
         return output
 
     expected, (grad_x, _) = gradients(stock_norm, hidden, weight)
-    got, (lean_grad_x, lean_grad_w) = gradients(lambda x, w: rms_norm(x, w, 1e-5), hidden, weight)
+    got, (lean_grad_x, lean_grad_w) = gradients(
+        lambda x, w: rms_norm(x, w, 1e-5, keep_output=keep_output), hidden, weight
+    )
     torch.testing.assert_close(got, expected, **tolerance)
     torch.testing.assert_close(lean_grad_x, grad_x, **tolerance)
     torch.testing.assert_close(lean_grad_w, stock.weight.grad, **tolerance)
@@ -122,10 +125,119 @@ def test_lean_activations_train_through_the_cli(tiny_model_dir, tiny_data_dir, t
     assert cli(["train", *argv]) == 0
     card = RunCard.load(out)
     assert card.arguments["lean_activations"] is True
-    assert card.stage_settings["lean_activations"] == {"rms_norm": 5, "swiglu": 2, "grouped_attention": 1}
+    assert card.stage_settings["lean_activations"] == {
+        "rms_norm": 5,
+        "swiglu": 2,
+        "grouped_attention": 1,
+        "fused_kernels": True,
+    }
+    plain = tmp_path / "plain"
+    argv = train_options(tiny_model_dir, tiny_data_dir, plain, max_steps=2, lean_fused_kernels="false")
+    assert cli(["train", *argv]) == 0
+    assert RunCard.load(plain).stage_settings["lean_activations"]["fused_kernels"] is False
     stock = tmp_path / "stock"
     argv = train_options(
         tiny_model_dir, tiny_data_dir, stock, max_steps=3, bf16="true", lean_activations="false"
     )
     assert cli(["train", *argv]) == 0
     assert "lean_activations" not in RunCard.load(stock).stage_settings
+
+
+def tiny_lora_llama(layers=2):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = llama_config(build_tokenizer(), hidden=48, num_hidden_layers=layers, attn_implementation="sdpa")
+    model = LlamaForCausalLM(config)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, init_lora_weights=False)
+    return get_peft_model(model, lora)
+
+
+def lora_batch(model):
+    torch.manual_seed(1)
+    return {"input_ids": torch.randint(3, model.config.vocab_size, (3, 20))}
+
+
+def test_the_down_projection_input_is_recomputed_not_kept():
+    stock = tiny_lora_llama()
+    kept, recomputed = copy.deepcopy(stock), copy.deepcopy(stock)
+    use_lean_activations(kept, recompute=False)
+    use_lean_activations(recomputed)
+    batch = lora_batch(stock)
+    kept_bytes, kept_loss, kept_grads = saved_bytes_loss_and_gradients(kept, batch)
+    bytes_, loss, grads = saved_bytes_loss_and_gradients(recomputed, batch)
+    _, stock_loss, stock_grads = saved_bytes_loss_and_gradients(stock, batch)
+    config = stock.config
+    down_inputs = config.num_hidden_layers * 3 * 20 * config.intermediate_size * 4  # float32
+    assert kept_bytes - bytes_ == down_inputs
+    assert loss == kept_loss == pytest.approx(stock_loss, rel=1e-5)
+    assert grads.keys() == kept_grads.keys() == stock_grads.keys()
+    assert any("down_proj.lora_A" in name for name in grads)
+    for name, grad in grads.items():
+        assert torch.equal(grad, kept_grads[name]), name  # recomputed bit for bit
+        torch.testing.assert_close(grad, stock_grads[name], atol=1e-5, rtol=1e-4)
+
+
+def test_a_norm_weight_with_a_zero_keeps_its_input():
+    stock = tiny_lora_llama(layers=1)
+    lean = copy.deepcopy(stock)
+    use_lean_activations(lean)
+    batch = lora_batch(stock)
+    saved_bytes_loss_and_gradients(lean, batch)  # checks the weights before the change below
+    for model in (stock, lean):
+        with torch.no_grad():
+            model.base_model.model.model.layers[0].post_attention_layernorm.weight[5] = 0.0
+    _, stock_loss, stock_grads = saved_bytes_loss_and_gradients(stock, batch)
+    _, loss, grads = saved_bytes_loss_and_gradients(lean, batch)
+    assert loss == pytest.approx(stock_loss, rel=1e-5)
+    for name, grad in grads.items():
+        assert torch.isfinite(grad).all(), name
+        torch.testing.assert_close(grad, stock_grads[name], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_kernels_match_the_plain_operations(dtype):
+    from sqltune.models import lean
+
+    fused, plain = lean._Kernels(), lean._Kernels()
+    fused.fused = True
+    torch.manual_seed(0)
+    # fused kernels round to bfloat16 less often: the weight gradient's sums of 21 products differ most
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-1, "rtol": 2e-2}
+    hidden, grad = torch.randn(3, 7, 16, dtype=dtype) * 3, torch.randn(3, 7, 16, dtype=dtype)
+    weight = (torch.rand(16) + 0.5).to(dtype)
+    gate, up, grad_mlp = (torch.randn(2, 5, 12, dtype=dtype) for _ in range(3))
+    calls = [
+        (lean._norm_math, (hidden, weight, 1e-5)),
+        (lean._norm_grad_math, (hidden, torch.rand(3, 7, 1) + 0.5, weight, grad, dtype, False, True)),
+        (lean._swiglu_math, (gate, up)),
+        (lean._swiglu_grad_math, (gate, up, grad_mlp)),
+    ]
+    for function, args in calls:
+        for got, expected in zip(fused(function, *args), plain(function, *args)):
+            torch.testing.assert_close(got, expected, **tolerance)
+    assert fused.failed is None and len(fused._compiled) == len(calls)
+
+
+def test_without_a_compiler_the_kernels_warn_and_stay_plain(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    from sqltune.errors import SqltuneWarning
+    from sqltune.models import lean
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("sqltune-no-such-compiler",))
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    kernels = lean._Kernels()
+    kernels.fused = True
+    gate, up = torch.randn(4, 9) * 2, torch.randn(4, 9)
+
+    def math(a, b):  # a graph of its own, so that no compiled copy is found in a cache
+        return torch.nn.functional.silu(a) * b + 0.125
+
+    with pytest.warns(SqltuneWarning, match="lean_fused_kernels: torch.compile failed"):
+        out = kernels(math, gate, up)
+    assert kernels.failed
+    torch.testing.assert_close(out, math(gate, up))
+    assert torch.equal(kernels(math, gate, up), math(gate, up))  # plain from then on, silently

@@ -19,7 +19,7 @@ from sqltune.train.data import (
     read_samples,
     split_validation,
 )
-from sqltune.train.trainer import response_loss_sum
+from sqltune.train.trainer import final_hidden_states, response_loss_sum
 from tests.tiny import make_dataset
 
 
@@ -140,3 +140,30 @@ def test_packing_keeps_examples_apart(tiny_model_dir, tiny_data_dir, tiny_tokeni
     assert torch.allclose(states(**packed), alone, atol=1e-5)  # no attention across examples
     # the control: the same row without restarting positions attends across examples
     assert not torch.allclose(states(input_ids=packed["input_ids"]), alone, atol=1e-3)
+
+
+def test_the_loss_reads_the_decoders_output_without_keeping_every_layers(
+    tiny_model_dir, tiny_data_dir, tiny_tokenizer
+):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    batch = collator(tiny_tokenizer, packing=False)(_features(tiny_data_dir, tiny_tokenizer))
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    expected = model(**inputs, output_hidden_states=True).hidden_states[-1]
+    outputs, hidden = final_hidden_states(model, model, inputs)
+    assert torch.equal(hidden, expected)
+    assert outputs.hidden_states is None  # no layer's output is held by the outputs
+    assert outputs.logits.shape[1] == 1  # the head ran on the last position only
+    total, count = response_loss_sum(hidden, batch["labels"], model.get_output_embeddings(), 7)
+    assert torch.allclose(total / count, model(**batch).loss, atol=1e-5)
+
+    class NoDecoder(torch.nn.Module):  # a model without get_decoder: every layer's states, the last one
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, **kwargs):
+            return self.inner(**kwargs)
+
+    wrapped = NoDecoder()
+    outputs, hidden = final_hidden_states(wrapped, wrapped, inputs)
+    assert torch.equal(hidden, expected) and len(outputs.hidden_states) == model.config.num_hidden_layers + 1

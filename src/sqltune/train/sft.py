@@ -75,7 +75,11 @@ def token_loss_trainer(
     if half_precision(training_args):
         compute_under_autocast(model)
     if training_args.lean_activations:
-        use_lean_activations(model)
+        use_lean_activations(
+            model,
+            recompute=not training_args.gradient_checkpointing,
+            fused=training_args.lean_fused_kernels,
+        )
     if training_args.gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: checkpointed layers still need grads
         training_args.gradient_checkpointing_kwargs = training_args.gradient_checkpointing_kwargs or {

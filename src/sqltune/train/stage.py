@@ -110,7 +110,11 @@ def mixed_precision(trainer, training_args) -> None:
     if half_precision(training_args):
         compute_under_autocast(trainer.model)
     if training_args.lean_activations:
-        use_lean_activations(trainer.model)
+        use_lean_activations(
+            trainer.model,
+            recompute=not training_args.gradient_checkpointing,
+            fused=training_args.lean_fused_kernels,
+        )
 
 
 def trl_config(config_class: type, training_args, **stage_options: Any):
