@@ -28,25 +28,47 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 SRC = BENCH.parent / "src"
+sys.path.insert(0, str(SRC))
+
+from sqltune import allocator  # noqa: E402
 
 # name -> sqltune arguments beyond the shared ones ("_loss": "full" = transformers' own loss over
-# every position and the whole vocabulary, to measure what the response-only head saves)
+# every position and the whole vocabulary, to measure what the response-only head saves;
+# "_allocator": SQLTUNE_ALLOCATOR, default "auto" as for `sqltune train`: tcmalloc when installed)
 SQLTUNE_VARIANTS = {
     "sqltune fp32": {},
     "sqltune bf16": {"bf16": True},
     "sqltune bf16 full-vocab loss": {"bf16": True, "_loss": "full"},
     "sqltune bf16 packing": {"bf16": True, "packing": True},
     "sqltune bf16 compile": {"bf16": True, "torch_compile": True},
-    "sqltune bf16 low-memory allocator": {"bf16": True, "low_memory_allocator": True},
     "sqltune bf16 gradient checkpointing": {"bf16": True, "gradient_checkpointing": True},
     "sqltune bf16 stock activations": {"bf16": True, "lean_activations": False},
+    "sqltune bf16 unfused": {"bf16": True, "lean_fused_kernels": False},
+    "sqltune fp32 unfused": {"lean_fused_kernels": False},
+    # glibc's malloc, as it is and with its mmap threshold pinned at 1 MiB
+    "sqltune fp32 glibc": {"_allocator": "system"},
+    "sqltune bf16 glibc": {"bf16": True, "_allocator": "system"},
+    "sqltune bf16 low-memory allocator": {"bf16": True, "low_memory_allocator": True, "_allocator": "system"},
     # PyTorch's CPU allocator asks for transparent huge pages on large tensors (2 MB pages: fewer faults)
+    "sqltune bf16 huge pages": {"bf16": True, "_env": {"THP_MEM_ALLOC_ENABLE": "1"}, "_allocator": "system"},
     "sqltune bf16 low-memory allocator huge pages": {
         "bf16": True,
         "low_memory_allocator": True,
         "_env": {"THP_MEM_ALLOC_ENABLE": "1"},
+        "_allocator": "system",
     },
-    "sqltune bf16 huge pages": {"bf16": True, "_env": {"THP_MEM_ALLOC_ENABLE": "1"}},
+    # tcmalloc returning free memory sooner; jemalloc (Debian: libjemalloc2)
+    "sqltune bf16 tcmalloc release rate 10": {"bf16": True, "_env": {"TCMALLOC_RELEASE_RATE": "10"}},
+    "sqltune bf16 tcmalloc aggressive decommit": {
+        "bf16": True,
+        "_env": {"TCMALLOC_AGGRESSIVE_DECOMMIT": "true"},
+    },
+    "sqltune bf16 jemalloc": {"bf16": True, "_allocator": "jemalloc"},
+    "sqltune bf16 jemalloc one arena": {
+        "bf16": True,
+        "_allocator": "jemalloc",
+        "_env": {"MALLOC_CONF": "oversize_threshold:0"},
+    },
 }
 LF_VARIANTS = {
     "llamafactory bf16": {"bf16": True},
@@ -105,7 +127,7 @@ def sqltune_worker(config: dict) -> dict:
     timer = StepTimer(config["warmup"])
     argv = [f"{k}={v}" for k, v in {**config["common"], **options}.items()]
     run_train(*parse_args(GROUPS, argv), extra_callbacks=[timer])
-    return timer.result()
+    return {**timer.result(), "allocator": allocator.loaded()}
 
 
 def run_variant(name: str, args: argparse.Namespace, sq_dir: Path, lf_dir: Path, work: Path) -> dict | None:
@@ -115,6 +137,7 @@ def run_variant(name: str, args: argparse.Namespace, sq_dir: Path, lf_dir: Path,
     if name in SQLTUNE_VARIANTS:
         options = dict(SQLTUNE_VARIANTS[name])
         env.update(options.pop("_env", {}))
+        env.update(allocator.preload(options.pop("_allocator", "auto")))
         common = {
             "model_name_or_path": "smollm2-135m",
             "dataset_dir": sq_dir,
@@ -226,11 +249,13 @@ def main() -> None:
                 results.append(result)
                 print(json.dumps(result), flush=True)
     print(
-        "\n| variant | tokens/s | step time (s) | tokens/step | peak RSS (MB) |\n| --- | ---: | ---: | ---: | ---: |"
+        "\n| variant | allocator | tokens/s | step time (s) | tokens/step | peak RSS (MB) |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: |"
     )
     for r in results:
         print(
-            f"| {r['variant']} | {r['tokens_per_second']} | {r['step_time_s']} | {r['tokens_per_step']} | {r['peak_rss_mb']} |"
+            f"| {r['variant']} | {r.get('allocator', 'system')} | {r['tokens_per_second']} | {r['step_time_s']} "
+            f"| {r['tokens_per_step']} | {r['peak_rss_mb']} |"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -85,7 +85,12 @@ def one_line_warnings(command: str) -> None:
     warnings.formatwarning = format_warning
 
 
+# commands that train: started as programs, they run on tcmalloc when installed (sqltune.allocator)
+TRAINING_COMMANDS = ("train", "run")
+
+
 def main(argv: list[str] | None = None) -> int:
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -106,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     module, function = COMMANDS[command][0].split(":")
     one_line_warnings(command)
     try:
+        if as_program and command in TRAINING_COMMANDS and not {"-h", "--help"} & set(rest):
+            from sqltune.allocator import restart_with_allocator
+
+            restart_with_allocator()
         return int(getattr(import_module(module), function)(rest) or 0)
     except SqltuneError as err:
         print(f"sqltune {command}: error: {err}", file=sys.stderr)

@@ -21,12 +21,14 @@ import os
 import resource
 import subprocess
 import sys
+import warnings
 from importlib import import_module
 from pathlib import Path
 
+from sqltune import allocator
 from sqltune.args import STAGE_MODULES, DataArguments, FinetuningArguments, ModelArguments, PromptArguments
 from sqltune.config import as_dict, format_help, parse_args
-from sqltune.errors import ConfigError
+from sqltune.errors import ConfigError, SqltuneWarning
 from sqltune.models import lean
 from sqltune.runcard import RUN_CARD, RunCard, git_revision, library_versions, now
 from sqltune.train.arguments import TrainingArguments
@@ -81,6 +83,14 @@ def return_large_frees_to_the_system() -> None:
     """
     if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return  # not glibc, or the user chose a threshold
+    if allocator.loaded() != "system":
+        warnings.warn(
+            f"low_memory_allocator applies to glibc's malloc, and this process runs on {allocator.loaded()} "
+            f"(which keeps memory low itself; {allocator.ENV}=system starts on glibc)",
+            SqltuneWarning,
+            stacklevel=2,
+        )
+        return
     import contextlib
     import ctypes
 
@@ -163,6 +173,7 @@ def run_train(
             "train_examples": stage.train_examples,
             "eval_examples": stage.eval_examples,
             "peak_memory_mb": round(peak_memory_mb(), 1),
+            "memory_allocator": allocator.loaded(),
             "processes": trainer.accelerator.num_processes,
             **trainable_summary(trainer.model),
         }
