@@ -2,6 +2,11 @@
 pass, with the stock modules' results and gradients."""
 
 import copy
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +15,8 @@ from sqltune.cli import main as cli
 from sqltune.models.lean import grouped_attention, rms_norm, swiglu, use_lean_activations
 from sqltune.runcard import RunCard
 from tests.tiny import build_tokenizer, llama_config, train_options
+
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def gradients(function, *inputs):
@@ -241,3 +248,40 @@ def test_without_a_compiler_the_kernels_warn_and_stay_plain(monkeypatch):
     assert kernels.failed
     torch.testing.assert_close(out, math(gate, up))
     assert torch.equal(kernels(math, gate, up), math(gate, up))  # plain from then on, silently
+
+
+FUSED_AGAINST_PLAIN = """
+import torch
+from sqltune.models import lean
+kernels = lean._Kernels()
+kernels.fused = True
+torch.manual_seed(0)
+hidden, weight = torch.randn(2, 30, 48), torch.rand(48) + 0.5
+gate, up, grad = torch.randn(2, 30, 96), torch.randn(2, 30, 96), torch.randn(2, 30, 96)
+worst = 0.0
+for function, args in ((lean._norm_math, (hidden, weight, 1e-6)), (lean._swiglu_grad_math, (gate, up, grad))):
+    for got, expected in zip(kernels(function, *args), function(*args)):
+        worst = max(worst, (got - expected).abs().max().item())
+assert kernels.used and kernels.failed is None
+print(worst)
+"""
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 vector levels")
+def test_fused_kernels_stay_right_when_processes_of_another_vector_level_ran_before(tmp_path):
+    # torch 2.13's compiled-graph cache on disk does not tell kernels built for AVX-512 from those
+    # for AVX2 (ATEN_CPU_CAPABILITY): a process loading the other level's got NaN or crashed
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    for capability in (None, "avx2", None):
+        run_env = {**env, "ATEN_CPU_CAPABILITY": capability} if capability else env
+        run = subprocess.run(
+            [sys.executable, "-c", FUSED_AGAINST_PLAIN],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, f"{capability}: {run.stderr[-2000:]}"
+        assert float(run.stdout.split()[-1]) < 1e-4, capability

@@ -73,8 +73,8 @@ def _swiglu_grad_math(gate, up, grad):
 class _Kernels:
     """Runs the element-wise math above, as plain PyTorch operations or, when `fused` (CPU tensors
     only), compiled by torch.compile (dynamic shapes) into one fused kernel per function: each
-    operation above is a pass over memory, and this work is memory-bound. Without a working
-    compiler the first call warns and everything stays plain."""
+    operation above is a pass over memory, and this work is memory-bound. Compiled once per
+    process. Without a working compiler the first call warns and everything stays plain."""
 
     def __init__(self) -> None:
         self.fused = False
@@ -94,7 +94,12 @@ class _Kernels:
         ):
             compiled = self._compiled.get(function)
             if compiled is None:
-                compiled = self._compiled[function] = torch.compile(function, dynamic=True)
+                # no compiled-graph cache on disk: torch 2.13's does not tell kernels built for
+                # AVX-512 from AVX2 ones (ATEN_CPU_CAPABILITY), and a process that loaded the
+                # other level's got NaN or crashed (tests/models/test_lean.py); a few seconds
+                # of compiling per process instead
+                compiled = torch.compile(function, dynamic=True, options={"fx_graph_cache": False})
+                self._compiled[function] = compiled
             try:
                 result = compiled(*args)
                 self.used = True
