@@ -6,7 +6,9 @@ embedded SmolLM2-135M-Instruct, 400 Spider train records, cutoff 512, batch 8, b
 (`torch.autograd.graph.saved_tensors_hooks`), counting each storage once. Prints the process's
 resident memory before the step and after the forward pass, the total saved, and the saved
 tensors grouped by shape and dtype, largest first. Model weights appear among them (saved for the
-input gradients) but are not extra memory.
+input gradients) but are not extra memory; the total says how much of it they are. The resident
+memory is glibc's unless the allocator is preloaded as `sqltune train` does it
+(`LD_PRELOAD=libtcmalloc_minimal.so.4 python bench/train_memory.py ...`).
 
     python bench/train_memory.py --data runs/bench-data            # lean activations (the default)
     python bench/train_memory.py --data runs/bench-data --stock    # the model's own modules

@@ -4,7 +4,9 @@ Both train LoRA r=16 on every linear layer of the embedded SmolLM2-135M-Instruct
 random sample of Spider train records (DB-GPT-Hub prompts), cutoff_len 512, batch 8, one process on
 the CPU. Each variant runs in its own process; the first `--warmup` steps are not timed. Reported:
 non-padding tokens per second over the timed steps, mean step time, non-padding tokens per step and
-the process's peak resident memory.
+the process's peak resident memory. sqltune variants run on the allocator `sqltune train` would
+start on (`SQLTUNE_ALLOCATOR`, default tcmalloc when installed; the "glibc" variants on glibc), and
+the table says which; LLaMA-Factory runs on glibc, its own default.
 
     # records (once): sqltune data source=spider data_dir=../shared/data/spider split=train output_dir=runs/bench-data
     python bench/train_speed.py --data runs/bench-data
@@ -154,6 +156,7 @@ def run_variant(name: str, args: argparse.Namespace, sq_dir: Path, lf_dir: Path,
             "output_dir": out,
             "overwrite_output_dir": True,
             "seed": 42,
+            "lean_fused_kernels": True,  # as in runs of 50 steps or more (auto), not these few
         }
         config = {
             "common": {k: str(v) for k, v in common.items()},

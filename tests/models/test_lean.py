@@ -127,7 +127,13 @@ def test_a_lean_model_trains_like_the_stock_model_and_keeps_less():
 def test_lean_activations_train_through_the_cli(tiny_model_dir, tiny_data_dir, tmp_path):
     out = tmp_path / "run"
     argv = train_options(
-        tiny_model_dir, tiny_data_dir, out, max_steps=3, lean_activations="true", bf16="true"
+        tiny_model_dir,
+        tiny_data_dir,
+        out,
+        max_steps=3,
+        lean_activations="true",
+        bf16="true",
+        lean_fused_kernels="true",
     )
     assert cli(["train", *argv]) == 0
     card = RunCard.load(out)
@@ -138,10 +144,14 @@ def test_lean_activations_train_through_the_cli(tiny_model_dir, tiny_data_dir, t
         "grouped_attention": 1,
         "fused_kernels": True,
     }
-    plain = tmp_path / "plain"
-    argv = train_options(tiny_model_dir, tiny_data_dir, plain, max_steps=2, lean_fused_kernels="false")
+    plain = tmp_path / "plain"  # the default, auto: plain operations for a run this short
+    argv = train_options(tiny_model_dir, tiny_data_dir, plain, max_steps=2)
     assert cli(["train", *argv]) == 0
-    assert RunCard.load(plain).stage_settings["lean_activations"]["fused_kernels"] is False
+    card = RunCard.load(plain)
+    assert card.arguments["lean_fused_kernels"] == "auto"
+    assert card.stage_settings["lean_activations"]["fused_kernels"] is False
+    bad = train_options(tiny_model_dir, tiny_data_dir, tmp_path / "bad", lean_fused_kernels="sometimes")
+    assert cli(["train", *bad]) == 2
     stock = tmp_path / "stock"
     argv = train_options(
         tiny_model_dir, tiny_data_dir, stock, max_steps=3, bf16="true", lean_activations="false"
@@ -285,3 +295,21 @@ def test_fused_kernels_stay_right_when_processes_of_another_vector_level_ran_bef
         )
         assert run.returncode == 0, f"{capability}: {run.stderr[-2000:]}"
         assert float(run.stdout.split()[-1]) < 1e-4, capability
+
+
+def test_auto_fuses_kernels_for_runs_of_fifty_steps_or_more():
+    from transformers import TrainerState
+
+    from sqltune.models import lean
+
+    callback = lean.fused_for_long_runs()
+    for steps, fused in (
+        (14, False),
+        (lean.FUSED_MIN_STEPS - 1, False),
+        (lean.FUSED_MIN_STEPS, True),
+        (540, True),
+    ):
+        lean.kernels.reset(False)
+        callback.on_train_begin(None, TrainerState(max_steps=steps), None)
+        assert lean.kernels.fused is fused, steps
+    lean.kernels.reset(False)

@@ -289,6 +289,21 @@ def use_lean_activations(model, recompute: bool = True, fused: bool = False) -> 
     return switched
 
 
+FUSED_MIN_STEPS = 50  # compiling costs ~12 s once; ~12% of a bf16 step wins that back by then
+
+
+def fused_for_long_runs():
+    """A TrainerCallback for `lean_fused_kernels=auto`: fused kernels when the run has at least
+    FUSED_MIN_STEPS optimizer steps (the quickstart's 14 would not win back the compiling)."""
+    from transformers import TrainerCallback
+
+    class FusedForLongRuns(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            kernels.fused = state.max_steps >= FUSED_MIN_STEPS
+
+    return FusedForLongRuns()
+
+
 def settings(model) -> dict:
     """What the run card's `stage_settings` say: the modules trained lean (nothing if none)."""
     counts = {"rms_norm": 0, "swiglu": 0}

@@ -153,6 +153,8 @@ def run_train(
         stage = build(model_args, data_args, finetuning_args, training_args, template, tokenizer)
         trainer = stage.trainer
         optimizer_methods.attach(trainer, finetuning_args)
+        if training_args.lean_activations and training_args.lean_fused_kernels == "auto":
+            trainer.add_callback(lean.fused_for_long_runs())
         trainer.add_callback(callbacks.LogFileCallback(output_dir))
         if progress is not None:
             trainer.add_callback(progress)

@@ -78,7 +78,7 @@ def token_loss_trainer(
         use_lean_activations(
             model,
             recompute=not training_args.gradient_checkpointing,
-            fused=training_args.lean_fused_kernels,
+            fused=training_args.lean_fused_kernels is True,
         )
     if training_args.gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: checkpointed layers still need grads

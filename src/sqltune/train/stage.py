@@ -113,7 +113,7 @@ def mixed_precision(trainer, training_args) -> None:
         use_lean_activations(
             trainer.model,
             recompute=not training_args.gradient_checkpointing,
-            fused=training_args.lean_fused_kernels,
+            fused=training_args.lean_fused_kernels is True,
         )
 
 
