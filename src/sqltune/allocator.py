@@ -2,8 +2,9 @@
 
 A training step frees and allocates activations of many sizes. glibc's malloc serves large blocks
 from a heap that then fragments, so the resident memory grows far past what is alive; tcmalloc
-keeps it close while staying as fast (docs/benchmarks.md: LoRA on SmolLM2-135M at batch 8, peak
-5.1 GB on glibc, 3.0 GB on tcmalloc, 3% slower; jemalloc saved as much but ran a third slower).
+keeps it close while staying as fast (docs/benchmarks.md: LoRA on SmolLM2-135M at batch 8 x 512,
+bf16, peak 3.8 GB on glibc and 2.9 GB on tcmalloc at the same speed; in float32 8.3 against 4.3 GB;
+jemalloc saved as much as tcmalloc but ran a third slower).
 
 An allocator must be loaded before the process starts, so `sqltune train` and `sqltune run`, when
 started as programs, start themselves again with the library in `LD_PRELOAD`, the way PyTorch's
