@@ -289,6 +289,18 @@ def use_lean_activations(model, recompute: bool = True, fused: bool = False) -> 
     return switched
 
 
+def configure(model, training_args) -> None:
+    """Lean activations as the training options ask (`lean_activations`, `lean_fused_kernels`;
+    the down projection's input is kept under gradient checkpointing). `auto` for fused kernels is
+    decided when training begins (`fused_for_long_runs`)."""
+    if training_args.lean_activations:
+        use_lean_activations(
+            model,
+            recompute=not training_args.gradient_checkpointing,
+            fused=training_args.lean_fused_kernels is True,
+        )
+
+
 FUSED_MIN_STEPS = 50  # compiling costs ~12 s once; ~12% of a bf16 step wins that back by then
 
 

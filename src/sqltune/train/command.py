@@ -83,9 +83,10 @@ def return_large_frees_to_the_system() -> None:
     """
     if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return  # not glibc, or the user chose a threshold
-    if allocator.loaded() != "system":
+    running = allocator.loaded()
+    if running != "system":
         warnings.warn(
-            f"low_memory_allocator applies to glibc's malloc, and this process runs on {allocator.loaded()} "
+            f"low_memory_allocator applies to glibc's malloc, and this process runs on {running} "
             f"(which keeps memory low itself; {allocator.ENV}=system starts on glibc)",
             SqltuneWarning,
             stacklevel=2,

@@ -66,20 +66,15 @@ def token_loss_trainer(
     next-token loss on every labelled position. `stage=pt` trains with it too, labelling every token."""
     from transformers import ProgressCallback
 
+    from sqltune.models import lean
     from sqltune.models.adapters import compute_under_autocast
-    from sqltune.models.lean import use_lean_activations
     from sqltune.train import callbacks
     from sqltune.train.trainer import SftTrainer
 
     model, _ = load_policy(model_args, finetuning_args, training_args, trl=False)
     if half_precision(training_args):
         compute_under_autocast(model)
-    if training_args.lean_activations:
-        use_lean_activations(
-            model,
-            recompute=not training_args.gradient_checkpointing,
-            fused=training_args.lean_fused_kernels is True,
-        )
+    lean.configure(model, training_args)
     if training_args.gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: checkpointed layers still need grads
         training_args.gradient_checkpointing_kwargs = training_args.gradient_checkpointing_kwargs or {

@@ -103,18 +103,13 @@ def mixed_precision(trainer, training_args) -> None:
     in float32 (a new adapter's additional_target modules, a reward model's head), and, in bf16/fp16,
     every forward under autocast, where the half-precision frozen weights meet them; and the lean
     activations (`sqltune.models.lean`)."""
+    from sqltune.models import lean
     from sqltune.models.adapters import compute_under_autocast, trainable_in_float32
-    from sqltune.models.lean import use_lean_activations
 
     trainable_in_float32(trainer.model)
     if half_precision(training_args):
         compute_under_autocast(trainer.model)
-    if training_args.lean_activations:
-        use_lean_activations(
-            trainer.model,
-            recompute=not training_args.gradient_checkpointing,
-            fused=training_args.lean_fused_kernels is True,
-        )
+    lean.configure(trainer.model, training_args)
 
 
 def trl_config(config_class: type, training_args, **stage_options: Any):

@@ -93,8 +93,9 @@ class SftTrainer(Trainer):
         if model.training:
             mask = inputs.get("attention_mask")
             self.train_tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
-        outputs, hidden = final_hidden_states(model, self.accelerator.unwrap_model(model), inputs)
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        unwrapped = self.accelerator.unwrap_model(model)
+        outputs, hidden = final_hidden_states(model, unwrapped, inputs)
+        head = unwrapped.get_output_embeddings()
         with self.accelerator.autocast():  # the model's forward ran under it; the head runs here
             total, count = response_loss_sum(
                 hidden,
